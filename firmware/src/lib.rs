@@ -1,0 +1,1 @@
+//! cloister-firmware

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests use (QEMU, OVMF, busybox, cpio), once.
+set -euo pipefail
+pkgs=(qemu-system-x86 ovmf busybox-static cpio xz-utils zstd)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+[ -e /dev/kvm ] || { echo "error: /dev/kvm is missing; Cloister's tests need KVM" >&2; exit 1; }
