@@ -3,3 +3,4 @@
 
 pub mod cli;
 pub mod devices;
+pub mod test_guest;
