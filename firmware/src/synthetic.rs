@@ -1,0 +1,87 @@
+//! Builds synthetic OVMF-shaped images: filler bytes, then an "ASEV" metadata block and a
+//! footer GUID table in front of a 32-byte reset vector, laid out as edk2 does. For tests,
+//! fuzzing and benchmarks that need firmware with chosen metadata (Debian's OVMF has no
+//! kernel-hashes section, for example). Not a bootable firmware.
+
+use crate::footer::RESET_VECTOR_TAIL;
+use crate::guid::{
+    Guid, OVMF_SEV_METADATA, OVMF_TABLE_FOOTER, SEV_ES_RESET_BLOCK, SEV_HASH_TABLE_RV,
+    SEV_SECRET_BLOCK,
+};
+use crate::ovmf::GpaRange;
+use crate::sev_metadata::{self, SevMetadataSection};
+
+/// What to put into a synthetic image.
+#[derive(Debug, Clone, Default)]
+pub struct SyntheticOvmf {
+    /// Total image size in bytes (a multiple of 4096 for a valid image).
+    pub size: usize,
+    /// Seed for the pseudo-random filler, so different images measure differently.
+    pub seed: u64,
+    /// AP reset address for the SEV-ES reset block; `None` omits the entry.
+    pub sev_es_reset_eip: Option<u32>,
+    /// SEV hashes table location; `None` omits the entry.
+    pub sev_hashes_table: Option<GpaRange>,
+    /// SEV secret block; `None` omits the entry.
+    pub sev_secret_block: Option<GpaRange>,
+    /// SEV metadata sections; `None` omits the metadata entry.
+    pub sections: Option<Vec<SevMetadataSection>>,
+}
+
+impl SyntheticOvmf {
+    /// Builds the image bytes. Returns `None` if `size` cannot hold the tables.
+    pub fn build(&self) -> Option<Vec<u8>> {
+        let mut image = vec![0u8; self.size];
+        let mut state = self.seed ^ 0x9e37_79b9_7f4a_7c15;
+        for chunk in image.chunks_mut(8) {
+            // xorshift64*: cheap deterministic filler.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let v = state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        let mut entries: Vec<(Guid, Vec<u8>)> = Vec::new();
+        if let Some(eip) = self.sev_es_reset_eip {
+            entries.push((SEV_ES_RESET_BLOCK, eip.to_le_bytes().to_vec()));
+        }
+        for (guid, r) in [
+            (SEV_HASH_TABLE_RV, self.sev_hashes_table),
+            (SEV_SECRET_BLOCK, self.sev_secret_block),
+        ] {
+            if let Some(r) = r {
+                let mut d = r.gpa.to_le_bytes().to_vec();
+                d.extend_from_slice(&r.size.to_le_bytes());
+                entries.push((guid, d));
+            }
+        }
+        // Table: entries (each data, u16 size, GUID), then the footer entry, then the tail.
+        let metadata_len = self
+            .sections
+            .as_ref()
+            .map(|s| 16 + 12 * s.len())
+            .unwrap_or(0);
+        let table_len: usize = entries.iter().map(|(_, d)| d.len() + 18).sum::<usize>()
+            + if self.sections.is_some() { 4 + 18 } else { 0 }
+            + 18;
+        let table_start = self.size.checked_sub(RESET_VECTOR_TAIL + table_len)?;
+        // Place the metadata block 64 bytes before the table, 16-byte aligned.
+        let metadata_start = table_start.checked_sub(metadata_len + 64)? & !15;
+        if let Some(sections) = &self.sections {
+            let block = sev_metadata::encode(sections);
+            image[metadata_start..metadata_start + block.len()].copy_from_slice(&block);
+            let offset = u32::try_from(self.size - metadata_start).ok()?;
+            entries.push((OVMF_SEV_METADATA, offset.to_le_bytes().to_vec()));
+        }
+        let mut table = Vec::with_capacity(table_len);
+        for (guid, data) in &entries {
+            table.extend_from_slice(data);
+            table.extend_from_slice(&u16::try_from(data.len() + 18).ok()?.to_le_bytes());
+            table.extend_from_slice(guid.as_bytes());
+        }
+        table.extend_from_slice(&u16::try_from(table_len).ok()?.to_le_bytes());
+        table.extend_from_slice(OVMF_TABLE_FOOTER.as_bytes());
+        image[table_start..table_start + table.len()].copy_from_slice(&table);
+        Some(image)
+    }
+}
