@@ -1,2 +1,4 @@
 //! SEV-SNP attestation: the report format, certificate chains and report verification,
 //! and the launch side: launch plan, launch digest (PAGE_INFO chain) and VMSA.
+
+pub mod report;
