@@ -1,0 +1,462 @@
+//! virtio-blk (virtio 1.x spec 5.2): requests IN, OUT, FLUSH and GET_ID on a raw image.
+//!
+//! Request layout accepted (what Linux, OVMF and Windows drivers produce): the 16-byte
+//! header `{type: le32, reserved: le32, sector: le64}` alone in the first, device-readable
+//! descriptor; the data in the descriptors between; the status byte in the final byte of
+//! the last, device-writable descriptor. Anything else fails the request with
+//! VIRTIO_BLK_S_IOERR (or, when there is no writable status byte, returns the chain with a
+//! used length of 0).
+//!
+//! Capacity is the image size divided by 512, rounded down: the tail of an image whose
+//! size is not a multiple of 512 is invisible to the guest (a warning is logged), and any
+//! request touching a sector at or past the capacity fails with VIRTIO_BLK_S_IOERR.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::queue::{Descriptor, QueueError, SplitQueue};
+use super::{DiskConfig, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
+
+/// Virtio device ID of a block device.
+pub const VIRTIO_ID_BLOCK: u32 = 2;
+/// Sector size of the virtio-blk protocol.
+pub const SECTOR_SIZE: u64 = 512;
+/// Largest queue the device offers.
+pub const QUEUE_SIZE: u16 = 256;
+
+/// Feature: `seg_max` in the configuration is valid.
+pub const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
+/// Feature: the device is read-only.
+pub const VIRTIO_BLK_F_RO: u64 = 1 << 5;
+/// Feature: the device honours VIRTIO_BLK_T_FLUSH.
+pub const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+
+/// Request type: read sectors.
+pub const VIRTIO_BLK_T_IN: u32 = 0;
+/// Request type: write sectors.
+pub const VIRTIO_BLK_T_OUT: u32 = 1;
+/// Request type: make written data durable.
+pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+/// Request type: read the 20-byte device ID string.
+pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+
+/// Status: success.
+pub const VIRTIO_BLK_S_OK: u8 = 0;
+/// Status: the request failed.
+pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+/// Status: the request type is not supported.
+pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+
+/// Length of the device ID returned by GET_ID.
+pub const DISK_ID_LEN: usize = 20;
+/// Length of the request header.
+const HEADER_LEN: u32 = 16;
+/// Bytes moved between the image and guest memory per step.
+const CHUNK: usize = 64 * 1024;
+/// Bytes of `struct virtio_blk_config` the device exposes (up to and including blk_size).
+const CONFIG_LEN: usize = 24;
+
+/// Where a block device keeps its sectors. Implemented for [`File`] and, for tests and
+/// fuzzing, [`MemDisk`].
+pub trait DiskBackend: Send {
+    /// Size of the image in bytes.
+    fn size(&mut self) -> io::Result<u64>;
+    /// Fills `buf` from byte `offset`.
+    fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at byte `offset`.
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes previous writes durable.
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+impl DiskBackend for File {
+    fn size(&mut self) -> io::Result<u64> {
+        // Seeking works for regular files and block devices alike (metadata().len() is 0
+        // for the latter).
+        self.seek(SeekFrom::End(0))
+    }
+    fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
+/// An image held in memory (tests, fuzzing).
+#[derive(Debug, Clone, Default)]
+pub struct MemDisk {
+    /// The image bytes.
+    pub bytes: Vec<u8>,
+    /// How many times the device flushed it.
+    pub flushes: u64,
+}
+
+impl DiskBackend for MemDisk {
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+    fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.bytes.get(start..start.checked_add(buf.len())?))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let dst = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.bytes.get_mut(start..start.checked_add(buf.len())?))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::WriteZero))?;
+        dst.copy_from_slice(buf);
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.flushes += 1;
+        Ok(())
+    }
+}
+
+/// Why one request failed (logged; the guest sees VIRTIO_BLK_S_IOERR).
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("request header descriptor is device-writable")]
+    HeaderWritable,
+    #[error("request header descriptor is {0} bytes, expected 16")]
+    HeaderLength(u32),
+    #[error("data descriptor {index} has the wrong direction for a {kind} request")]
+    DataDirection { index: usize, kind: &'static str },
+    #[error("data length {0} is not a multiple of 512")]
+    UnalignedLength(u64),
+    #[error("sectors {sector}..+{count} are beyond the disk's {capacity} sectors")]
+    OutOfRange {
+        sector: u64,
+        count: u64,
+        capacity: u64,
+    },
+    #[error("write to a read-only disk")]
+    ReadOnly,
+    #[error("guest memory access at {0:#x} failed")]
+    GuestMemory(u64),
+    #[error("disk I/O failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A virtio-blk device over a [`DiskBackend`].
+pub struct Block<B: DiskBackend = File> {
+    backend: B,
+    readonly: bool,
+    capacity: u64,
+    disk_id: [u8; DISK_ID_LEN],
+    acked_features: u64,
+    queue_sizes: [u16; 1],
+}
+
+impl Block<File> {
+    /// Opens the image named by `cfg` (read-only when `cfg.readonly`).
+    pub fn open(cfg: &DiskConfig) -> Result<Self, VirtioError> {
+        let path = cfg.path.clone();
+        let mode = if cfg.readonly {
+            "read-only"
+        } else {
+            "read-write"
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(!cfg.readonly)
+            .open(&cfg.path)
+            .map_err(|source| VirtioError::OpenDisk {
+                path: path.clone(),
+                mode,
+                source,
+            })?;
+        let meta = file.metadata().map_err(|source| VirtioError::DiskSize {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            return Err(VirtioError::NotAFile { path });
+        }
+        let mut disk_id = [0u8; DISK_ID_LEN];
+        let id = format!("{:x}{:x}", meta.dev(), meta.ino());
+        let n = id.len().min(DISK_ID_LEN);
+        disk_id[..n].copy_from_slice(&id.as_bytes()[..n]);
+        let size = file.size().map_err(|source| VirtioError::DiskSize {
+            path: path.clone(),
+            source,
+        })?;
+        if size < SECTOR_SIZE {
+            return Err(VirtioError::DiskTooSmall { path, size });
+        }
+        if !size.is_multiple_of(SECTOR_SIZE) {
+            log::warn!(
+                "disk image {} is {size} bytes, not a multiple of 512; the last {} bytes are not visible to the guest",
+                path.display(),
+                size % SECTOR_SIZE
+            );
+        }
+        Ok(Self::with_backend(file, size, cfg.readonly, disk_id))
+    }
+}
+
+impl<B: DiskBackend> Block<B> {
+    /// A device over `backend`, whose size is `size` bytes, with GET_ID answer `disk_id`.
+    pub fn with_backend(backend: B, size: u64, readonly: bool, disk_id: [u8; DISK_ID_LEN]) -> Self {
+        Self {
+            backend,
+            readonly,
+            capacity: size / SECTOR_SIZE,
+            disk_id,
+            acked_features: 0,
+            queue_sizes: [QUEUE_SIZE],
+        }
+    }
+
+    /// The backend (tests look at what was written).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Capacity in 512-byte sectors.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Features the driver accepted.
+    pub fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+
+    /// Serves one validated chain; returns the number of bytes written into it.
+    fn serve(&mut self, chain: &[Descriptor], mem: &GuestMemoryMmap) -> u32 {
+        let Some((status_desc, rest)) = chain.split_last() else {
+            return 0;
+        };
+        if !status_desc.device_writable || status_desc.len == 0 || rest.is_empty() {
+            log::warn!("virtio-blk: request without a header and a writable status byte; dropped");
+            return 0;
+        }
+        let (header, data) = (rest[0], &rest[1..]);
+        let mut written: u32 = 0;
+        let status = match self.execute(header, data, mem, &mut written) {
+            Ok(status) => status,
+            Err(e) => {
+                log::warn!("virtio-blk: request failed: {e}");
+                VIRTIO_BLK_S_IOERR
+            }
+        };
+        let status_addr = status_desc.addr.0 + u64::from(status_desc.len) - 1;
+        if mem.write_obj(status, GuestAddress(status_addr)).is_err() {
+            log::warn!("virtio-blk: cannot write the status byte at {status_addr:#x}");
+            return written;
+        }
+        written.saturating_add(1)
+    }
+
+    fn execute(
+        &mut self,
+        header: Descriptor,
+        data: &[Descriptor],
+        mem: &GuestMemoryMmap,
+        written: &mut u32,
+    ) -> Result<u8, RequestError> {
+        if header.device_writable {
+            return Err(RequestError::HeaderWritable);
+        }
+        if header.len != HEADER_LEN {
+            return Err(RequestError::HeaderLength(header.len));
+        }
+        let mut raw = [0u8; HEADER_LEN as usize];
+        mem.read_slice(&mut raw, header.addr)
+            .map_err(|_| RequestError::GuestMemory(header.addr.0))?;
+        let [t0, t1, t2, t3, _, _, _, _, s0, s1, s2, s3, s4, s5, s6, s7] = raw;
+        let request_type = u32::from_le_bytes([t0, t1, t2, t3]);
+        let sector = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
+        match request_type {
+            VIRTIO_BLK_T_IN => {
+                check_direction(data, true, "read")?;
+                let offset = self.check_range(sector, data)?;
+                self.read_into(data, offset, mem, written)?;
+                Ok(VIRTIO_BLK_S_OK)
+            }
+            VIRTIO_BLK_T_OUT => {
+                if self.readonly {
+                    return Err(RequestError::ReadOnly);
+                }
+                check_direction(data, false, "write")?;
+                let offset = self.check_range(sector, data)?;
+                self.write_from(data, offset, mem)?;
+                Ok(VIRTIO_BLK_S_OK)
+            }
+            VIRTIO_BLK_T_FLUSH => {
+                self.backend.flush()?;
+                Ok(VIRTIO_BLK_S_OK)
+            }
+            VIRTIO_BLK_T_GET_ID => {
+                check_direction(data, true, "get-id")?;
+                let mut id = &self.disk_id[..];
+                for desc in data {
+                    let n = id.len().min(desc.len as usize);
+                    mem.write_slice(&id[..n], desc.addr)
+                        .map_err(|_| RequestError::GuestMemory(desc.addr.0))?;
+                    *written += n as u32;
+                    id = &id[n..];
+                }
+                Ok(VIRTIO_BLK_S_OK)
+            }
+            other => {
+                log::debug!("virtio-blk: unsupported request type {other}");
+                Ok(VIRTIO_BLK_S_UNSUPP)
+            }
+        }
+    }
+
+    /// Checks that the data fits the disk from `sector` on; returns its byte offset.
+    fn check_range(&self, sector: u64, data: &[Descriptor]) -> Result<u64, RequestError> {
+        let total: u64 = data.iter().map(|d| u64::from(d.len)).sum();
+        if !total.is_multiple_of(SECTOR_SIZE) {
+            return Err(RequestError::UnalignedLength(total));
+        }
+        let count = total / SECTOR_SIZE;
+        match sector.checked_add(count) {
+            Some(end) if end <= self.capacity => Ok(sector * SECTOR_SIZE),
+            _ => Err(RequestError::OutOfRange {
+                sector,
+                count,
+                capacity: self.capacity,
+            }),
+        }
+    }
+
+    fn read_into(
+        &mut self,
+        data: &[Descriptor],
+        mut offset: u64,
+        mem: &GuestMemoryMmap,
+        written: &mut u32,
+    ) -> Result<(), RequestError> {
+        let mut buf = vec![0u8; CHUNK];
+        for desc in data {
+            let mut done = 0usize;
+            while done < desc.len as usize {
+                let n = (desc.len as usize - done).min(CHUNK);
+                self.backend.read_exact_at(&mut buf[..n], offset)?;
+                let addr = desc.addr.0 + done as u64;
+                mem.write_slice(&buf[..n], GuestAddress(addr))
+                    .map_err(|_| RequestError::GuestMemory(addr))?;
+                done += n;
+                offset += n as u64;
+                *written = written.saturating_add(n as u32);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_from(
+        &mut self,
+        data: &[Descriptor],
+        mut offset: u64,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(), RequestError> {
+        let mut buf = vec![0u8; CHUNK];
+        for desc in data {
+            let mut done = 0usize;
+            while done < desc.len as usize {
+                let n = (desc.len as usize - done).min(CHUNK);
+                let addr = desc.addr.0 + done as u64;
+                mem.read_slice(&mut buf[..n], GuestAddress(addr))
+                    .map_err(|_| RequestError::GuestMemory(addr))?;
+                self.backend.write_all_at(&buf[..n], offset)?;
+                done += n;
+                offset += n as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every data descriptor must be device-writable (`writable`) or device-readable.
+fn check_direction(
+    data: &[Descriptor],
+    writable: bool,
+    kind: &'static str,
+) -> Result<(), RequestError> {
+    match data.iter().position(|d| d.device_writable != writable) {
+        Some(i) => Err(RequestError::DataDirection { index: i + 1, kind }),
+        None => Ok(()),
+    }
+}
+
+impl<B: DiskBackend> VirtioDevice for Block<B> {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn device_features(&self) -> u64 {
+        let ro = if self.readonly { VIRTIO_BLK_F_RO } else { 0 };
+        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH | ro
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let mut config = [0u8; CONFIG_LEN];
+        config[0..8].copy_from_slice(&self.capacity.to_le_bytes());
+        // seg_max: a request needs a header and a status descriptor besides its data.
+        config[12..16].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = offset
+                .checked_add(i as u64)
+                .and_then(|o| usize::try_from(o).ok())
+                .and_then(|o| config.get(o).copied())
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        log::debug!("virtio-blk: write to read-only configuration at {offset:#x} ignored");
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features;
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: usize,
+        queue: &mut SplitQueue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, QueueError> {
+        let mut used_any = false;
+        // At most one queue's worth per notification: chains published later come with a
+        // notification of their own.
+        for _ in 0..queue.size {
+            let Some(popped) = queue.pop(mem)? else {
+                break;
+            };
+            let used_len = match popped.descriptors {
+                Ok(chain) => self.serve(&chain, mem),
+                Err(e) => {
+                    log::warn!("virtio-blk: malformed descriptor chain: {e}");
+                    0
+                }
+            };
+            queue.add_used(mem, popped.head, used_len)?;
+            used_any = true;
+        }
+        Ok(used_any)
+    }
+
+    fn reset(&mut self) {
+        self.acked_features = 0;
+    }
+}

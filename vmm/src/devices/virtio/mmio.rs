@@ -1,0 +1,351 @@
+//! The virtio-mmio transport, version 2 (virtio 1.x spec 4.2.2): a 0x1000-byte register
+//! window whose first 0x100 bytes are 32-bit registers and whose rest is the device's
+//! configuration space.
+
+use std::sync::Arc;
+
+use vm_memory::GuestMemoryMmap;
+
+use super::queue::SplitQueue;
+use super::{status, IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::devices::bus::BusDevice;
+
+/// "virt" in little-endian.
+const MAGIC_VALUE: u32 = 0x7472_6976;
+/// The modern (non-legacy) virtio-mmio layout.
+const MMIO_VERSION: u32 = 2;
+/// Vendor ID reported to the driver ("CLST").
+const VENDOR_ID: u32 = 0x5453_4c43;
+
+/// InterruptStatus bit: the device used a buffer.
+pub const INT_USED_BUFFER: u32 = 1;
+/// InterruptStatus bit: the configuration (or the device status) changed.
+pub const INT_CONFIG_CHANGE: u32 = 2;
+
+/// Register offsets (spec 4.2.2, table "MMIO Device Register Layout").
+pub mod reg {
+    #![allow(missing_docs)]
+    pub const MAGIC_VALUE: u64 = 0x000;
+    pub const VERSION: u64 = 0x004;
+    pub const DEVICE_ID: u64 = 0x008;
+    pub const VENDOR_ID: u64 = 0x00c;
+    pub const DEVICE_FEATURES: u64 = 0x010;
+    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
+    pub const DRIVER_FEATURES: u64 = 0x020;
+    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+    pub const QUEUE_SEL: u64 = 0x030;
+    pub const QUEUE_NUM_MAX: u64 = 0x034;
+    pub const QUEUE_NUM: u64 = 0x038;
+    pub const QUEUE_READY: u64 = 0x044;
+    pub const QUEUE_NOTIFY: u64 = 0x050;
+    pub const INTERRUPT_STATUS: u64 = 0x060;
+    pub const INTERRUPT_ACK: u64 = 0x064;
+    pub const STATUS: u64 = 0x070;
+    pub const QUEUE_DESC_LOW: u64 = 0x080;
+    pub const QUEUE_DESC_HIGH: u64 = 0x084;
+    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
+    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
+    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+    pub const SHM_SEL: u64 = 0x0ac;
+    pub const SHM_LEN_LOW: u64 = 0x0b0;
+    pub const SHM_LEN_HIGH: u64 = 0x0b4;
+    pub const SHM_BASE_LOW: u64 = 0x0b8;
+    pub const SHM_BASE_HIGH: u64 = 0x0bc;
+    pub const CONFIG_GENERATION: u64 = 0x0fc;
+    pub const CONFIG: u64 = 0x100;
+}
+
+/// A virtio device behind the MMIO register window.
+pub struct MmioTransport<D: VirtioDevice> {
+    device: D,
+    mem: GuestMemoryMmap,
+    irq: Arc<dyn IrqTrigger>,
+    queues: Vec<SplitQueue>,
+    queue_sel: u32,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    device_status: u32,
+    interrupt_status: u32,
+}
+
+impl<D: VirtioDevice> MmioTransport<D> {
+    /// Puts `device` behind a transport that reaches the guest's memory through `mem` and
+    /// raises its interrupt through `irq`.
+    pub fn new(device: D, mem: GuestMemoryMmap, irq: Arc<dyn IrqTrigger>) -> Self {
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .map(|&max| SplitQueue::new(max))
+            .collect();
+        Self {
+            device,
+            mem,
+            irq,
+            queues,
+            queue_sel: 0,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            driver_features: 0,
+            device_status: 0,
+            interrupt_status: 0,
+        }
+    }
+
+    /// The device behind the transport.
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    /// The current device status register.
+    pub fn device_status(&self) -> u32 {
+        self.device_status
+    }
+
+    /// The current interrupt status register.
+    pub fn interrupt_status(&self) -> u32 {
+        self.interrupt_status
+    }
+
+    /// True once the device marked itself as needing a reset.
+    pub fn is_broken(&self) -> bool {
+        self.device_status & status::DEVICE_NEEDS_RESET != 0
+    }
+
+    fn selected_queue(&mut self) -> Option<&mut SplitQueue> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    /// The selected queue if the driver may still configure it (it is not ready).
+    fn configurable_queue(&mut self) -> Option<&mut SplitQueue> {
+        let sel = self.queue_sel;
+        match self.queues.get_mut(sel as usize) {
+            Some(q) if !q.ready => Some(q),
+            Some(_) => {
+                log::warn!(
+                    "virtio-mmio: driver reconfigures queue {sel} while it is ready; ignored"
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.queues.iter_mut().for_each(SplitQueue::reset);
+        self.device.reset();
+        self.queue_sel = 0;
+        self.device_features_sel = 0;
+        self.driver_features_sel = 0;
+        self.driver_features = 0;
+        self.device_status = 0;
+        self.interrupt_status = 0;
+    }
+
+    fn raise(&mut self, bits: u32) {
+        self.interrupt_status |= bits;
+        if let Err(e) = self.irq.trigger() {
+            log::error!("virtio-mmio: cannot raise the device interrupt: {e}");
+        }
+    }
+
+    /// Marks the device broken (spec 2.1.2: DEVICE_NEEDS_RESET plus a configuration
+    /// change notification).
+    fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
+        log::error!(
+            "virtio-mmio: device {} needs a reset: {why}",
+            self.device.device_type()
+        );
+        if !self.is_broken() {
+            self.device_status |= status::DEVICE_NEEDS_RESET;
+            self.raise(INT_CONFIG_CHANGE);
+        }
+    }
+
+    fn write_status(&mut self, value: u32) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let newly_set = value & !self.device_status;
+        let mut value = value;
+        if newly_set & status::FEATURES_OK != 0 {
+            let offered = self.device.device_features();
+            let acked = self.driver_features;
+            if acked & !offered != 0 || acked & VIRTIO_F_VERSION_1 == 0 {
+                log::warn!(
+                    "virtio-mmio: driver features {acked:#x} are not a subset of {offered:#x} \
+                     with VIRTIO_F_VERSION_1; FEATURES_OK refused"
+                );
+                value &= !status::FEATURES_OK;
+            } else {
+                self.device.set_acked_features(acked);
+            }
+        }
+        // DEVICE_NEEDS_RESET belongs to the device; the driver can only clear it by reset.
+        value = (value & !status::DEVICE_NEEDS_RESET)
+            | (self.device_status & status::DEVICE_NEEDS_RESET);
+        self.device_status = value;
+    }
+
+    fn write_queue_ready(&mut self, value: u32) {
+        let sel = self.queue_sel;
+        let mem = self.mem.clone();
+        let Some(queue) = self.queues.get_mut(sel as usize) else {
+            return;
+        };
+        if value == 0 {
+            queue.ready = false;
+            return;
+        }
+        if queue.ready {
+            return;
+        }
+        match queue.validate(&mem) {
+            Ok(()) => queue.ready = true,
+            Err(e) => self.mark_broken(&format_args!("queue {sel}: {e}")),
+        }
+    }
+
+    fn notify(&mut self, index: u32) {
+        let driver_ok = self.device_status & status::DRIVER_OK != 0;
+        if !driver_ok || self.is_broken() {
+            log::debug!(
+                "virtio-mmio: notify for queue {index} ignored (status {:#x})",
+                self.device_status
+            );
+            return;
+        }
+        let i = index as usize;
+        let Some(queue) = self.queues.get_mut(i) else {
+            log::warn!("virtio-mmio: notify for queue {index}, which does not exist");
+            return;
+        };
+        if !queue.ready {
+            return;
+        }
+        match self.device.process_queue(i, queue, &self.mem) {
+            Ok(true) => self.raise(INT_USED_BUFFER),
+            Ok(false) => {}
+            Err(e) => self.mark_broken(&format_args!("queue {index}: {e}")),
+        }
+    }
+
+    fn read_register(&mut self, offset: u64) -> u32 {
+        let features = self.device.device_features();
+        match offset {
+            reg::MAGIC_VALUE => MAGIC_VALUE,
+            reg::VERSION => MMIO_VERSION,
+            reg::DEVICE_ID => self.device.device_type(),
+            reg::VENDOR_ID => VENDOR_ID,
+            reg::DEVICE_FEATURES => match self.device_features_sel {
+                0 => features as u32,
+                1 => (features >> 32) as u32,
+                _ => 0,
+            },
+            reg::QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
+            reg::QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.ready)),
+            reg::INTERRUPT_STATUS => self.interrupt_status,
+            reg::STATUS => self.device_status,
+            // No shared memory regions: length reads as all-ones (spec 4.2.2).
+            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH => u32::MAX,
+            reg::CONFIG_GENERATION => 0,
+            _ => {
+                log::debug!("virtio-mmio: read of write-only or unknown register {offset:#x}");
+                0
+            }
+        }
+    }
+
+    fn write_register(&mut self, offset: u64, value: u32) {
+        match offset {
+            reg::DEVICE_FEATURES_SEL => self.device_features_sel = value,
+            reg::DRIVER_FEATURES_SEL => self.driver_features_sel = value,
+            reg::DRIVER_FEATURES => {
+                let negotiating = self.device_status & status::DRIVER != 0
+                    && self.device_status & status::FEATURES_OK == 0;
+                if !negotiating {
+                    log::warn!("virtio-mmio: DriverFeatures written outside negotiation; ignored");
+                    return;
+                }
+                let value = u64::from(value);
+                match self.driver_features_sel {
+                    0 => self.driver_features = (self.driver_features & !0xffff_ffff) | value,
+                    1 => {
+                        self.driver_features = (self.driver_features & 0xffff_ffff) | (value << 32)
+                    }
+                    _ => {}
+                }
+            }
+            reg::QUEUE_SEL => self.queue_sel = value,
+            reg::QUEUE_NUM => {
+                if let Some(q) = self.configurable_queue() {
+                    // Checked (power of two, <= max) when the queue is made ready.
+                    q.size = u16::try_from(value).unwrap_or(0);
+                }
+            }
+            reg::QUEUE_READY => self.write_queue_ready(value),
+            reg::QUEUE_NOTIFY => self.notify(value),
+            reg::INTERRUPT_ACK => self.interrupt_status &= !value,
+            reg::STATUS => self.write_status(value),
+            reg::QUEUE_DESC_LOW => self.set_queue_addr(|q| &mut q.desc_table, false, value),
+            reg::QUEUE_DESC_HIGH => self.set_queue_addr(|q| &mut q.desc_table, true, value),
+            reg::QUEUE_DRIVER_LOW => self.set_queue_addr(|q| &mut q.avail_ring, false, value),
+            reg::QUEUE_DRIVER_HIGH => self.set_queue_addr(|q| &mut q.avail_ring, true, value),
+            reg::QUEUE_DEVICE_LOW => self.set_queue_addr(|q| &mut q.used_ring, false, value),
+            reg::QUEUE_DEVICE_HIGH => self.set_queue_addr(|q| &mut q.used_ring, true, value),
+            reg::SHM_SEL => {}
+            _ => log::debug!("virtio-mmio: write of read-only or unknown register {offset:#x}"),
+        }
+    }
+
+    fn set_queue_addr(&mut self, field: fn(&mut SplitQueue) -> &mut u64, high: bool, value: u32) {
+        if let Some(q) = self.configurable_queue() {
+            let addr = field(q);
+            let value = u64::from(value);
+            *addr = if high {
+                (*addr & 0xffff_ffff) | (value << 32)
+            } else {
+                (*addr & !0xffff_ffff) | value
+            };
+        }
+    }
+}
+
+impl<D: VirtioDevice> BusDevice for MmioTransport<D> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset >= reg::CONFIG {
+            self.device.read_config(offset - reg::CONFIG, data);
+            return;
+        }
+        if data.len() != 4 || !offset.is_multiple_of(4) {
+            log::warn!(
+                "virtio-mmio: {}-byte read at {offset:#x} is not an aligned 32-bit access",
+                data.len()
+            );
+            data.fill(0xff);
+            return;
+        }
+        data.copy_from_slice(&self.read_register(offset).to_le_bytes());
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= reg::CONFIG {
+            self.device.write_config(offset - reg::CONFIG, data);
+            return;
+        }
+        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
+            log::warn!(
+                "virtio-mmio: {}-byte write at {offset:#x} is not a 32-bit access",
+                data.len()
+            );
+            return;
+        };
+        if !offset.is_multiple_of(4) {
+            log::warn!("virtio-mmio: write at unaligned offset {offset:#x} ignored");
+            return;
+        }
+        self.write_register(offset, u32::from_le_bytes(bytes));
+    }
+}

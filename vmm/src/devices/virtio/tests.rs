@@ -1,0 +1,690 @@
+//! Drives the virtio-mmio transport and the virtio-blk device the way a driver does,
+//! through registers and hand-built rings in a `GuestMemoryMmap` (no VM).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::block::*;
+use super::mmio::{reg, INT_CONFIG_CHANGE, INT_USED_BUFFER};
+use super::queue::{VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
+use super::*;
+use crate::devices::bus::BusDevice;
+
+const MEM_SIZE: usize = 0x10_0000;
+const DESC: u64 = 0x1000;
+const AVAIL: u64 = 0x2000;
+const USED: u64 = 0x3000;
+const QSIZE: u16 = 16;
+const BUF: u64 = 0x1_0000;
+const SECTORS: usize = 8;
+
+const R: u16 = 0;
+const W: u16 = VIRTQ_DESC_F_WRITE;
+
+#[derive(Default)]
+struct CountingIrq(AtomicUsize);
+
+impl IrqTrigger for CountingIrq {
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn pattern() -> Vec<u8> {
+    (0..SECTORS * 512)
+        .map(|i| (i * 7 + i / 512) as u8)
+        .collect()
+}
+
+struct Driver<B: DiskBackend> {
+    mem: GuestMemoryMmap,
+    irq: Arc<CountingIrq>,
+    dev: MmioTransport<Block<B>>,
+    next_desc: u16,
+    avail_idx: u16,
+}
+
+impl<B: DiskBackend> Driver<B> {
+    fn new(block: Block<B>) -> Self {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+        let irq = Arc::new(CountingIrq::default());
+        let dev = MmioTransport::new(block, mem.clone(), irq.clone());
+        Self {
+            mem,
+            irq,
+            dev,
+            next_desc: 0,
+            avail_idx: 0,
+        }
+    }
+
+    fn rd(&mut self, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        self.dev.read(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn wr(&mut self, offset: u64, v: u32) {
+        self.dev.write(offset, &v.to_le_bytes());
+    }
+
+    /// The Linux driver's initialisation sequence (spec 3.1.1) with VERSION_1 only.
+    fn activate(&mut self) {
+        self.wr(reg::STATUS, status::ACKNOWLEDGE);
+        self.wr(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        self.wr(reg::DRIVER_FEATURES_SEL, 1);
+        self.wr(reg::DRIVER_FEATURES, 1); // bit 32: VIRTIO_F_VERSION_1
+        self.wr(reg::DRIVER_FEATURES_SEL, 0);
+        self.wr(
+            reg::DRIVER_FEATURES,
+            (VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX) as u32,
+        );
+        let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+        self.wr(reg::STATUS, s);
+        assert_eq!(self.rd(reg::STATUS), s, "FEATURES_OK accepted");
+        self.setup_queue(DESC, AVAIL, USED);
+        self.wr(reg::STATUS, s | status::DRIVER_OK);
+    }
+
+    fn setup_queue(&mut self, desc: u64, avail: u64, used: u64) {
+        self.wr(reg::QUEUE_SEL, 0);
+        assert_eq!(self.rd(reg::QUEUE_NUM_MAX), 256);
+        self.wr(reg::QUEUE_NUM, u32::from(QSIZE));
+        self.wr(reg::QUEUE_DESC_LOW, desc as u32);
+        self.wr(reg::QUEUE_DESC_HIGH, (desc >> 32) as u32);
+        self.wr(reg::QUEUE_DRIVER_LOW, avail as u32);
+        self.wr(reg::QUEUE_DRIVER_HIGH, (avail >> 32) as u32);
+        self.wr(reg::QUEUE_DEVICE_LOW, used as u32);
+        self.wr(reg::QUEUE_DEVICE_HIGH, (used >> 32) as u32);
+        self.wr(reg::QUEUE_READY, 1);
+    }
+
+    fn write_desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let at = GuestAddress(DESC + 16 * u64::from(index));
+        self.mem.write_obj(addr, at).unwrap();
+        self.mem.write_obj(len, at.unchecked_add(8)).unwrap();
+        self.mem.write_obj(flags, at.unchecked_add(12)).unwrap();
+        self.mem.write_obj(next, at.unchecked_add(14)).unwrap();
+    }
+
+    /// Publishes `head` in the available ring (without notifying).
+    fn publish(&mut self, head: u16) {
+        let slot = u64::from(self.avail_idx % QSIZE);
+        self.mem
+            .write_obj(head, GuestAddress(AVAIL + 4 + 2 * slot))
+            .unwrap();
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.mem
+            .write_obj(self.avail_idx, GuestAddress(AVAIL + 2))
+            .unwrap();
+    }
+
+    /// Writes a chain of (addr, len, flags) descriptors, publishes it and notifies.
+    fn submit(&mut self, chain: &[(u64, u32, u16)]) -> u16 {
+        let head = self.next_desc;
+        for (i, &(addr, len, flags)) in chain.iter().enumerate() {
+            let index = (head + i as u16) % QSIZE;
+            let last = i + 1 == chain.len();
+            let flags = if last {
+                flags
+            } else {
+                flags | VIRTQ_DESC_F_NEXT
+            };
+            self.write_desc(index, addr, len, flags, (index + 1) % QSIZE);
+        }
+        self.next_desc = (head + chain.len() as u16) % QSIZE;
+        self.publish(head);
+        self.wr(reg::QUEUE_NOTIFY, 0);
+        head
+    }
+
+    fn used_idx(&self) -> u16 {
+        self.mem.read_obj(GuestAddress(USED + 2)).unwrap()
+    }
+
+    /// The used element for the `n`th returned chain: (id, len).
+    fn used(&self, n: u16) -> (u32, u32) {
+        let at = USED + 4 + 8 * u64::from(n % QSIZE);
+        (
+            self.mem.read_obj(GuestAddress(at)).unwrap(),
+            self.mem.read_obj(GuestAddress(at + 4)).unwrap(),
+        )
+    }
+
+    fn header(&self, at: u64, request_type: u32, sector: u64) {
+        self.mem.write_obj(request_type, GuestAddress(at)).unwrap();
+        self.mem.write_obj(0u32, GuestAddress(at + 4)).unwrap();
+        self.mem.write_obj(sector, GuestAddress(at + 8)).unwrap();
+    }
+
+    fn status_byte(&self, at: u64) -> u8 {
+        self.mem.read_obj(GuestAddress(at)).unwrap()
+    }
+
+    fn bytes(&self, at: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.mem.read_slice(&mut v, GuestAddress(at)).unwrap();
+        v
+    }
+}
+
+fn mem_driver(readonly: bool) -> Driver<MemDisk> {
+    let disk = MemDisk {
+        bytes: pattern(),
+        flushes: 0,
+    };
+    let mut d = Driver::new(Block::with_backend(
+        disk,
+        (SECTORS * 512) as u64,
+        readonly,
+        *b"cloister-test-disk-1",
+    ));
+    d.activate();
+    d
+}
+
+const HDR: u64 = BUF;
+const DATA: u64 = BUF + 0x1000;
+const STATUS: u64 = BUF + 0x100;
+
+#[test]
+fn identification_registers_and_config() {
+    let disk = MemDisk {
+        bytes: pattern(),
+        flushes: 0,
+    };
+    let mut d = Driver::new(Block::with_backend(disk, 4096 + 100, true, [0; 20]));
+    assert_eq!(d.rd(reg::MAGIC_VALUE), 0x7472_6976);
+    assert_eq!(d.rd(reg::VERSION), 2);
+    assert_eq!(d.rd(reg::DEVICE_ID), 2);
+    d.wr(reg::DEVICE_FEATURES_SEL, 0);
+    let low = d.rd(reg::DEVICE_FEATURES);
+    d.wr(reg::DEVICE_FEATURES_SEL, 1);
+    let high = d.rd(reg::DEVICE_FEATURES);
+    assert_eq!(high, 1, "VIRTIO_F_VERSION_1");
+    assert_eq!(
+        u64::from(low),
+        VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX
+    );
+    // Capacity: 4196 bytes round down to 8 sectors.
+    let mut cap = [0u8; 8];
+    d.dev.read(reg::CONFIG, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), 8);
+    let mut seg_max = [0u8; 4];
+    d.dev.read(reg::CONFIG + 12, &mut seg_max);
+    assert_eq!(u32::from_le_bytes(seg_max), 254);
+    // Past the configuration space: zeros. Misaligned register access: all-ones.
+    let mut far = [0xaau8; 4];
+    d.dev.read(0xff0, &mut far);
+    assert_eq!(far, [0; 4]);
+    let mut odd = [0u8; 2];
+    d.dev.read(reg::MAGIC_VALUE, &mut odd);
+    assert_eq!(odd, [0xff; 2]);
+}
+
+#[test]
+fn read_request_copies_sectors_into_two_buffers() {
+    let mut d = mem_driver(false);
+    d.header(HDR, VIRTIO_BLK_T_IN, 2);
+    let head = d.submit(&[
+        (HDR, 16, R),
+        (DATA, 512, W),
+        (DATA + 0x800, 1024, W),
+        (STATUS, 1, W),
+    ]);
+    assert_eq!(d.used_idx(), 1);
+    assert_eq!(d.used(0), (u32::from(head), 1536 + 1));
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    let disk = pattern();
+    assert_eq!(d.bytes(DATA, 512), disk[1024..1536]);
+    assert_eq!(d.bytes(DATA + 0x800, 1024), disk[1536..2560]);
+    assert_eq!(d.dev.interrupt_status(), INT_USED_BUFFER);
+    assert_eq!(d.irq.0.load(Ordering::SeqCst), 1);
+    d.wr(reg::INTERRUPT_ACK, INT_USED_BUFFER);
+    assert_eq!(d.dev.interrupt_status(), 0);
+}
+
+#[test]
+fn write_request_reaches_the_disk_and_flush_is_honoured() {
+    let mut d = mem_driver(false);
+    let payload: Vec<u8> = (0..1024).map(|i| (i % 251) as u8).collect();
+    d.mem.write_slice(&payload, GuestAddress(DATA)).unwrap();
+    d.header(HDR, VIRTIO_BLK_T_OUT, 6);
+    d.submit(&[(HDR, 16, R), (DATA, 1024, R), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert_eq!(d.used(0).1, 1);
+    let disk = &d.dev.device().backend().bytes;
+    assert_eq!(&disk[6 * 512..8 * 512], &payload[..]);
+    assert_eq!(&disk[..6 * 512], &pattern()[..6 * 512]);
+
+    d.header(HDR, VIRTIO_BLK_T_FLUSH, 0);
+    d.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+    d.submit(&[(HDR, 16, R), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert_eq!(d.dev.device().backend().flushes, 1);
+    assert_eq!(d.used_idx(), 2);
+}
+
+#[test]
+fn get_id_returns_the_disk_id() {
+    let mut d = mem_driver(false);
+    d.header(HDR, VIRTIO_BLK_T_GET_ID, 0);
+    d.submit(&[(HDR, 16, R), (DATA, 20, W), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert_eq!(d.bytes(DATA, 20), b"cloister-test-disk-1");
+    assert_eq!(d.used(0).1, 21);
+}
+
+#[test]
+fn unknown_request_type_is_unsupported() {
+    let mut d = mem_driver(false);
+    d.header(HDR, 11, 0); // DISCARD, not offered
+    d.submit(&[(HDR, 16, R), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_UNSUPP);
+}
+
+#[test]
+fn read_only_disk_refuses_writes_and_keeps_its_bytes() {
+    let mut d = mem_driver(true);
+    d.mem.write_slice(&[0x55; 512], GuestAddress(DATA)).unwrap();
+    d.header(HDR, VIRTIO_BLK_T_OUT, 0);
+    d.submit(&[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_IOERR);
+    assert_eq!(d.dev.device().backend().bytes, pattern());
+    // Reads still work.
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert_eq!(d.bytes(DATA, 512), pattern()[..512]);
+}
+
+#[test]
+fn out_of_range_sectors_fail_with_ioerr() {
+    let mut d = mem_driver(false);
+    for (sector, len) in [
+        (7u64, 1024u32),
+        (8, 512),
+        (u64::MAX, 512),
+        (u64::MAX / 512 + 1, 512),
+    ] {
+        d.mem.write_obj(0x77u8, GuestAddress(STATUS)).unwrap();
+        d.header(HDR, VIRTIO_BLK_T_IN, sector);
+        d.submit(&[(HDR, 16, R), (DATA, len, W), (STATUS, 1, W)]);
+        assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_IOERR, "sector {sector}");
+    }
+    // The last sector itself is fine.
+    d.header(HDR, VIRTIO_BLK_T_IN, 7);
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert!(!d.dev.is_broken());
+}
+
+#[test]
+fn bad_header_length_direction_and_alignment_fail_the_request() {
+    let mut d = mem_driver(false);
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    let cases: [&[(u64, u32, u16)]; 5] = [
+        &[(HDR, 8, R), (DATA, 512, W), (STATUS, 1, W)], // short header
+        &[(HDR, 24, R), (DATA, 512, W), (STATUS, 1, W)], // header merged with more
+        &[(HDR, 16, W), (DATA, 512, W), (STATUS, 1, W)], // writable header
+        &[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)], // read into a read-only buffer
+        &[(HDR, 16, R), (DATA, 100, W), (STATUS, 1, W)], // not whole sectors
+    ];
+    for (n, chain) in cases.iter().enumerate() {
+        d.mem.write_obj(0x77u8, GuestAddress(STATUS)).unwrap();
+        d.mem.write_slice(&[0u8; 512], GuestAddress(DATA)).unwrap();
+        d.submit(chain);
+        assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_IOERR, "case {n}");
+        assert_eq!(d.bytes(DATA, 512), vec![0u8; 512], "case {n} wrote data");
+        assert_eq!(d.used(n as u16).1, 1, "case {n}");
+    }
+    // No writable status byte at all: the chain comes back with nothing written.
+    d.submit(&[(HDR, 16, R), (STATUS, 1, R)]);
+    assert_eq!(d.used(5).1, 0);
+    assert_eq!(d.used_idx(), 6);
+    assert!(!d.dev.is_broken());
+}
+
+#[test]
+fn descriptor_outside_guest_memory_fails_only_that_request() {
+    let mut d = mem_driver(false);
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    d.mem.write_obj(0x77u8, GuestAddress(STATUS)).unwrap();
+    let end = MEM_SIZE as u64;
+    for (addr, len) in [(end - 256, 512u32), (u64::MAX - 100, 512), (end, 0)] {
+        d.submit(&[(HDR, 16, R), (addr, len, W), (STATUS, 1, W)]);
+    }
+    // All three chains returned with length 0 and no status written.
+    assert_eq!(d.used_idx(), 3);
+    for n in 0..3 {
+        assert_eq!(d.used(n).1, 0);
+    }
+    assert_eq!(d.status_byte(STATUS), 0x77);
+    assert!(!d.dev.is_broken());
+    // The device still serves good requests.
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+}
+
+#[test]
+fn descriptor_loop_and_bad_links_are_detected() {
+    let mut d = mem_driver(false);
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    // 0 -> 1 -> 0 -> ...
+    d.write_desc(0, HDR, 16, R | VIRTQ_DESC_F_NEXT, 1);
+    d.write_desc(1, DATA, 512, W | VIRTQ_DESC_F_NEXT, 0);
+    d.publish(0);
+    // next index outside the queue
+    d.write_desc(2, HDR, 16, R | VIRTQ_DESC_F_NEXT, QSIZE);
+    d.publish(2);
+    // indirect descriptor (not offered)
+    d.write_desc(3, HDR, 16, VIRTQ_DESC_F_INDIRECT, 0);
+    d.publish(3);
+    d.wr(reg::QUEUE_NOTIFY, 0);
+    assert_eq!(d.used_idx(), 3);
+    assert_eq!(d.used(0), (0, 0));
+    assert_eq!(d.used(1), (2, 0));
+    assert_eq!(d.used(2), (3, 0));
+    assert!(!d.dev.is_broken());
+}
+
+#[test]
+fn avail_index_jump_marks_the_device_broken_until_reset() {
+    let mut d = mem_driver(false);
+    d.mem.write_obj(QSIZE + 1, GuestAddress(AVAIL + 2)).unwrap();
+    d.wr(reg::QUEUE_NOTIFY, 0);
+    assert!(d.dev.is_broken());
+    assert_ne!(d.rd(reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+    assert_eq!(d.dev.interrupt_status(), INT_CONFIG_CHANGE);
+    assert_eq!(d.used_idx(), 0);
+    // Further notifications do nothing; the driver cannot clear the bit by itself.
+    d.wr(
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+    );
+    assert!(d.dev.is_broken());
+    // Reset brings it back.
+    d.wr(reg::STATUS, 0);
+    assert_eq!(d.rd(reg::STATUS), 0);
+    assert_eq!(d.rd(reg::QUEUE_READY), 0);
+    d.mem.write_obj(0u16, GuestAddress(AVAIL + 2)).unwrap();
+    d.avail_idx = 0;
+    d.next_desc = 0;
+    d.activate();
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+}
+
+#[test]
+fn head_index_out_of_range_marks_the_device_broken() {
+    let mut d = mem_driver(false);
+    d.publish(QSIZE + 3);
+    d.wr(reg::QUEUE_NOTIFY, 0);
+    assert!(d.dev.is_broken());
+}
+
+#[test]
+fn rings_outside_memory_or_bad_size_are_refused_at_queue_ready() {
+    let disk = MemDisk {
+        bytes: pattern(),
+        flushes: 0,
+    };
+    let mut d = Driver::new(Block::with_backend(disk, 4096, false, [0; 20]));
+    d.setup_queue(MEM_SIZE as u64 - 16, AVAIL, USED);
+    assert!(d.dev.is_broken());
+    assert_eq!(d.rd(reg::QUEUE_READY), 0);
+
+    let disk = MemDisk {
+        bytes: pattern(),
+        flushes: 0,
+    };
+    let mut d = Driver::new(Block::with_backend(disk, 4096, false, [0; 20]));
+    d.wr(reg::QUEUE_NUM, 3); // not a power of two
+    d.wr(reg::QUEUE_DESC_LOW, DESC as u32);
+    d.wr(reg::QUEUE_DRIVER_LOW, AVAIL as u32);
+    d.wr(reg::QUEUE_DEVICE_LOW, USED as u32);
+    d.wr(reg::QUEUE_READY, 1);
+    assert!(d.dev.is_broken());
+
+    let disk = MemDisk {
+        bytes: pattern(),
+        flushes: 0,
+    };
+    let mut d = Driver::new(Block::with_backend(disk, 4096, false, [0; 20]));
+    d.setup_queue(DESC + 8, AVAIL, USED); // misaligned descriptor table
+    assert!(d.dev.is_broken());
+}
+
+#[test]
+fn features_without_version_1_are_refused() {
+    let disk = MemDisk {
+        bytes: pattern(),
+        flushes: 0,
+    };
+    let mut d = Driver::new(Block::with_backend(disk, 4096, false, [0; 20]));
+    d.wr(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    d.wr(reg::DRIVER_FEATURES_SEL, 0);
+    d.wr(reg::DRIVER_FEATURES, VIRTIO_BLK_F_FLUSH as u32);
+    d.wr(
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
+    assert_eq!(d.rd(reg::STATUS) & status::FEATURES_OK, 0);
+    // A feature the device does not offer is refused too.
+    d.wr(reg::DRIVER_FEATURES_SEL, 1);
+    d.wr(reg::DRIVER_FEATURES, 1 | 2);
+    d.wr(
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
+    assert_eq!(d.rd(reg::STATUS) & status::FEATURES_OK, 0);
+    // Without DRIVER_OK, notifications are ignored.
+    d.setup_queue(DESC, AVAIL, USED);
+    d.publish(0);
+    d.wr(reg::QUEUE_NOTIFY, 0);
+    assert_eq!(d.used_idx(), 0);
+}
+
+#[test]
+fn queue_registers_are_frozen_while_ready() {
+    let mut d = mem_driver(false);
+    d.wr(reg::QUEUE_DESC_LOW, 0xdead_0000);
+    d.wr(reg::QUEUE_NUM, 2);
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    // Writes to unknown selectors are harmless.
+    d.wr(reg::QUEUE_SEL, 7);
+    assert_eq!(d.rd(reg::QUEUE_NUM_MAX), 0);
+    d.wr(reg::QUEUE_READY, 1);
+    d.wr(reg::QUEUE_NOTIFY, 7);
+    assert!(!d.dev.is_broken());
+}
+
+#[test]
+fn many_requests_wrap_the_rings() {
+    let mut d = mem_driver(false);
+    for i in 0..(3 * u32::from(QSIZE)) {
+        let sector = u64::from(i % SECTORS as u32);
+        d.header(HDR, VIRTIO_BLK_T_IN, sector);
+        d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+        assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+        let s = sector as usize * 512;
+        assert_eq!(d.bytes(DATA, 512), pattern()[s..s + 512]);
+    }
+    assert_eq!(d.used_idx(), 3 * QSIZE);
+}
+
+mod file_backed {
+    use super::*;
+    use std::io::Write;
+
+    fn image(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn driver_for(cfg: &DiskConfig) -> Driver<std::fs::File> {
+        let mut d = Driver::new(Block::open(cfg).unwrap());
+        d.activate();
+        d
+    }
+
+    #[test]
+    fn writes_persist_in_the_file_and_reads_come_from_it() {
+        let f = image(&pattern());
+        let cfg = DiskConfig {
+            path: f.path().to_path_buf(),
+            readonly: false,
+        };
+        let mut d = driver_for(&cfg);
+        d.mem.write_slice(&[0xa5; 512], GuestAddress(DATA)).unwrap();
+        d.header(HDR, VIRTIO_BLK_T_OUT, 3);
+        d.submit(&[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)]);
+        assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+        d.header(HDR, VIRTIO_BLK_T_FLUSH, 0);
+        d.submit(&[(HDR, 16, R), (STATUS, 1, W)]);
+        assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+        let on_disk = std::fs::read(f.path()).unwrap();
+        assert_eq!(&on_disk[3 * 512..4 * 512], &[0xa5; 512]);
+        assert_eq!(&on_disk[..3 * 512], &pattern()[..3 * 512]);
+
+        d.header(HDR, VIRTIO_BLK_T_IN, 2);
+        d.submit(&[(HDR, 16, R), (DATA, 1024, W), (STATUS, 1, W)]);
+        assert_eq!(d.bytes(DATA, 1024), on_disk[1024..2048]);
+        // GET_ID answers with an id derived from the file.
+        d.header(HDR, VIRTIO_BLK_T_GET_ID, 0);
+        d.submit(&[(HDR, 16, R), (DATA, 20, W), (STATUS, 1, W)]);
+        assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+        assert_ne!(d.bytes(DATA, 20), vec![0; 20]);
+    }
+
+    #[test]
+    fn read_only_file_is_never_written() {
+        let f = image(&pattern());
+        let cfg = DiskConfig {
+            path: f.path().to_path_buf(),
+            readonly: true,
+        };
+        let mut d = driver_for(&cfg);
+        d.mem.write_slice(&[0xa5; 512], GuestAddress(DATA)).unwrap();
+        d.header(HDR, VIRTIO_BLK_T_OUT, 0);
+        d.submit(&[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)]);
+        assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_IOERR);
+        assert_eq!(std::fs::read(f.path()).unwrap(), pattern());
+    }
+
+    #[test]
+    fn a_read_only_file_can_be_used_read_only() {
+        let f = image(&pattern());
+        let mut perms = std::fs::metadata(f.path()).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(f.path(), perms).unwrap();
+        let ro = DiskConfig {
+            path: f.path().to_path_buf(),
+            readonly: true,
+        };
+        assert!(Block::open(&ro).is_ok());
+    }
+
+    #[test]
+    fn odd_sizes_round_down_and_tiny_or_missing_files_are_refused() {
+        let f = image(&[1u8; 1500]);
+        let cfg = DiskConfig {
+            path: f.path().to_path_buf(),
+            readonly: false,
+        };
+        assert_eq!(Block::open(&cfg).unwrap().capacity(), 2);
+
+        let tiny = image(&[1u8; 100]);
+        let cfg = DiskConfig {
+            path: tiny.path().to_path_buf(),
+            readonly: false,
+        };
+        let err = Block::open(&cfg).err().unwrap();
+        assert!(
+            matches!(err, VirtioError::DiskTooSmall { size: 100, .. }),
+            "{err}"
+        );
+
+        let cfg = DiskConfig {
+            path: "/nonexistent/disk.img".into(),
+            readonly: true,
+        };
+        let err = Block::open(&cfg).err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/disk.img"), "{err}");
+        assert!(matches!(
+            err,
+            VirtioError::OpenDisk {
+                mode: "read-only",
+                ..
+            }
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DiskConfig {
+            path: dir.path().to_path_buf(),
+            readonly: true,
+        };
+        assert!(matches!(
+            Block::open(&cfg),
+            Err(VirtioError::NotAFile { .. })
+        ));
+    }
+
+    #[test]
+    fn new_block_device_signals_through_an_eventfd() {
+        let f = image(&pattern());
+        let cfg = DiskConfig {
+            path: f.path().to_path_buf(),
+            readonly: false,
+        };
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+        let irq = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let dev = new_block_device(&cfg, mem.clone(), irq.clone()).unwrap();
+        let mut dev = dev.lock().unwrap();
+        let wr = |dev: &mut dyn BusDevice, off: u64, v: u32| dev.write(off, &v.to_le_bytes());
+        for s in [1, 3] {
+            wr(&mut *dev, reg::STATUS, s);
+        }
+        wr(&mut *dev, reg::DRIVER_FEATURES_SEL, 1);
+        wr(&mut *dev, reg::DRIVER_FEATURES, 1);
+        wr(&mut *dev, reg::STATUS, 11);
+        wr(&mut *dev, reg::QUEUE_NUM, u32::from(QSIZE));
+        wr(&mut *dev, reg::QUEUE_DESC_LOW, DESC as u32);
+        wr(&mut *dev, reg::QUEUE_DRIVER_LOW, AVAIL as u32);
+        wr(&mut *dev, reg::QUEUE_DEVICE_LOW, USED as u32);
+        wr(&mut *dev, reg::QUEUE_READY, 1);
+        wr(&mut *dev, reg::STATUS, 15);
+        // One GET_ID request, built by hand.
+        mem.write_obj(VIRTIO_BLK_T_GET_ID, GuestAddress(HDR))
+            .unwrap();
+        let descs: [(u64, u32, u16, u16); 3] = [
+            (HDR, 16, VIRTQ_DESC_F_NEXT, 1),
+            (DATA, 20, W | VIRTQ_DESC_F_NEXT, 2),
+            (STATUS, 1, W, 0),
+        ];
+        for (i, (addr, len, flags, next)) in descs.into_iter().enumerate() {
+            let at = DESC + 16 * i as u64;
+            mem.write_obj(addr, GuestAddress(at)).unwrap();
+            mem.write_obj(len, GuestAddress(at + 8)).unwrap();
+            mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
+            mem.write_obj(next, GuestAddress(at + 14)).unwrap();
+        }
+        mem.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap();
+        wr(&mut *dev, reg::QUEUE_NOTIFY, 0);
+        assert_eq!(irq.read().unwrap(), 1);
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(USED + 2)).unwrap(), 1);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(),
+            VIRTIO_BLK_S_OK
+        );
+    }
+}
