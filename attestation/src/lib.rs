@@ -2,3 +2,5 @@
 //! and the launch side: launch plan, launch digest (PAGE_INFO chain) and VMSA.
 
 pub mod report;
+pub mod certs;
+pub mod verify;
