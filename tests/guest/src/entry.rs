@@ -1,0 +1,199 @@
+//! Entry points of the test guest, the only assembly in it.
+//!
+//! Three ways in, one way on:
+//! - `startup_64` (load address + 0x200, the ELF entry): Linux 64-bit boot protocol. Long
+//!   mode, RSI = zero page (`struct boot_params`), paging set up by the loader.
+//! - `startup_32` (load address + 0): Linux 32-bit boot protocol of a bzImage. Flat
+//!   protected mode, paging off, ESI = zero page.
+//! - `pvh_start` (named by the PVH ELF note): Xen/QEMU PVH. Flat protected mode, paging
+//!   off, EBX = `struct hvm_start_info`.
+//!
+//! Each builds its own identity map of the first 4 GiB (2 MiB pages; the loader's map may
+//! cover only 1 GiB and virtio-mmio and the local APIC sit near 4 GiB), loads its own GDT
+//! (code 0x10, data 0x18), enables SSE (the compiler may use it), sets a stack, zeroes
+//! .bss and calls `guest_main(boot_info, kind)`. Only the first CPU through gets in; any
+//! other parks in `hlt` (a loader that starts every vCPU at the entry must not run the
+//! guest twice).
+
+use core::arch::global_asm;
+
+/// `kind` value: entered through the Linux 64-bit boot protocol.
+pub const KIND_LINUX64: u64 = 0;
+/// `kind` value: entered through the Linux 32-bit boot protocol (bzImage).
+pub const KIND_LINUX32: u64 = 1;
+/// `kind` value: entered through PVH.
+pub const KIND_PVH: u64 = 2;
+
+global_asm!(
+    r#"
+    .section .text.head, "ax"
+
+    .code32
+    .globl startup_32
+startup_32:
+    cli
+    lock btsl $0, boot_claimed
+    jc park32
+    movl $1, %ebp                   # KIND_LINUX32; ESI already holds the zero page
+    jmp enter_long_mode
+
+    .org 0x200
+    .code64
+    .globl startup_64
+startup_64:
+    cli
+    lock btsl $0, boot_claimed(%rip)
+    jc park64
+    movq %rsi, %r12                 # zero page
+    xorl %r13d, %r13d               # KIND_LINUX64
+
+    # Identity map 0..4 GiB: PML4[0] -> PDPT, PDPT[0..4] -> PD0..PD3, 2048 2 MiB pages.
+    leaq __page_tables(%rip), %rbx
+    movq %rbx, %rdi
+    xorl %eax, %eax
+    movl $(6 * 4096 / 8), %ecx
+    rep stosq
+    leaq 0x1003(%rbx), %rax
+    movq %rax, (%rbx)
+    leaq 0x2003(%rbx), %rax
+    leaq 0x1000(%rbx), %rdi
+    movl $4, %ecx
+1:  movq %rax, (%rdi)
+    addq $0x1000, %rax
+    addq $8, %rdi
+    loop 1b
+    leaq 0x2000(%rbx), %rdi
+    movl $0x83, %eax                # present, writable, 2 MiB page
+    movl $2048, %ecx
+2:  movq %rax, (%rdi)
+    addq $0x200000, %rax
+    addq $8, %rdi
+    loop 2b
+    movq %rbx, %cr3
+
+    movq %cr4, %rax
+    orl $0x620, %eax                # PAE, OSFXSR, OSXMMEXCPT
+    movq %rax, %cr4
+    movq %cr0, %rax
+    andl $~0x4, %eax                # clear EM
+    orl $0x2, %eax                  # set MP
+    movq %rax, %cr0
+
+    lgdt gdt_descriptor(%rip)
+    pushq $0x10
+    leaq 3f(%rip), %rax
+    pushq %rax
+    lretq
+3:  jmp common64
+
+    .code32
+    .globl pvh_start
+pvh_start:
+    cli
+    lock btsl $0, boot_claimed
+    jc park32
+    movl %ebx, %esi                 # hvm_start_info
+    movl $2, %ebp                   # KIND_PVH
+
+    # Protected mode, paging off; ESI = boot info, EBP = kind.
+enter_long_mode:
+    movl $__page_tables, %ebx
+    movl %ebx, %edi
+    xorl %eax, %eax
+    movl $(6 * 4096 / 4), %ecx
+    rep stosl
+    leal 0x1003(%ebx), %eax
+    movl %eax, (%ebx)
+    leal 0x2003(%ebx), %eax
+    leal 0x1000(%ebx), %edi
+    movl $4, %ecx
+1:  movl %eax, (%edi)
+    addl $0x1000, %eax
+    addl $8, %edi
+    loop 1b
+    leal 0x2000(%ebx), %edi
+    movl $0x83, %eax
+    movl $2048, %ecx
+2:  movl %eax, (%edi)
+    addl $0x200000, %eax
+    addl $8, %edi
+    loop 2b
+
+    movl %cr4, %eax
+    orl $0x620, %eax                # PAE, OSFXSR, OSXMMEXCPT
+    movl %eax, %cr4
+    movl %ebx, %cr3
+    movl $0xc0000080, %ecx          # EFER
+    rdmsr
+    orl $0x100, %eax                # LME
+    wrmsr
+    movl %cr0, %eax
+    andl $~0x4, %eax                # clear EM
+    orl $0x80000003, %eax           # PG, MP, PE
+    movl %eax, %cr0
+    lgdt gdt_descriptor
+    ljmp $0x10, $3f
+
+    .code64
+3:  movl %esi, %r12d                # zero-extends: boot info
+    movl %ebp, %r13d                # kind
+
+common64:
+    movl $0x18, %eax
+    movl %eax, %ds
+    movl %eax, %es
+    movl %eax, %ss
+    movl %eax, %fs
+    movl %eax, %gs
+    leaq __stack_top(%rip), %rsp
+    leaq __bss_start(%rip), %rdi
+    leaq __bss_end(%rip), %rcx
+    subq %rdi, %rcx
+    xorl %eax, %eax
+    rep stosb
+    movq %r12, %rdi
+    movq %r13, %rsi
+    call guest_main
+park64:
+    cli
+    hlt
+    jmp park64
+
+    .code32
+park32:
+    cli
+    hlt
+    jmp park32
+
+    .code64
+    .section .rodata.gdt, "a"
+    .balign 16
+gdt:
+    .quad 0
+    .quad 0
+    .quad 0x00af9a000000ffff        # 0x10: 64-bit code
+    .quad 0x00cf92000000ffff        # 0x18: data
+gdt_end:
+    .balign 8
+gdt_descriptor:
+    .word gdt_end - gdt - 1
+    .quad gdt                       # 32-bit lgdt reads the low 4 bytes only
+
+    .section .data.boot_claimed, "aw"
+    .balign 4
+boot_claimed:
+    .long 0
+
+    # PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY = 18), read by QEMU and linux-loader.
+    .section .note.Xen, "a"
+    .balign 4
+    .long 4                         # namesz
+    .long 8                         # descsz
+    .long 18                        # type
+    .asciz "Xen"
+    .balign 4
+    .quad pvh_start
+    .balign 4
+    "#,
+    options(att_syntax)
+);
