@@ -4,3 +4,10 @@
 pub mod cli;
 pub mod devices;
 pub mod test_guest;
+pub mod boot;
+pub mod memory;
+pub mod cpuid;
+pub mod vstate;
+pub mod config;
+pub mod event_loop;
+pub mod builder;

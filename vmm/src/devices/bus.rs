@@ -114,11 +114,14 @@ impl Bus {
 /// Locks a device, recovering from a poisoned lock: a device's state stays usable (or
 /// marks itself broken) even if another vCPU thread panicked while holding it.
 fn lock(device: &SharedDevice) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
-    device.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    device
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[derive(Default)]
@@ -142,11 +145,18 @@ mod tests {
         bus.insert(dev.clone(), 0x3f8, 8).unwrap();
         assert_eq!(
             bus.insert(dev.clone(), 0x3fc, 8),
-            Err(BusError::Overlap { base: 0x3fc, len: 8, other: 0x3f8 })
+            Err(BusError::Overlap {
+                base: 0x3fc,
+                len: 8,
+                other: 0x3f8
+            })
         );
         assert_eq!(
             bus.insert(dev.clone(), u64::MAX, 2),
-            Err(BusError::InvalidRange { base: u64::MAX, len: 2 })
+            Err(BusError::InvalidRange {
+                base: u64::MAX,
+                len: 2
+            })
         );
         let mut byte = [0u8; 1];
         assert!(bus.read(0x3fd, &mut byte));

@@ -30,9 +30,9 @@ impl ExitHandle {
     /// Asks the monitor to end the VM with status `code` (0..=255). The first request
     /// wins: a guest that powers off after writing an exit code keeps that code.
     pub fn request(&self, code: u8) {
-        let _ = self
-            .code
-            .compare_exchange(NONE, i32::from(code), Ordering::SeqCst, Ordering::SeqCst);
+        let _ =
+            self.code
+                .compare_exchange(NONE, i32::from(code), Ordering::SeqCst, Ordering::SeqCst);
         if let Err(e) = self.event.write(1) {
             log::error!("cannot signal VM exit: {e}");
         }
@@ -51,6 +51,7 @@ impl ExitHandle {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -3,3 +3,5 @@
 pub mod bus;
 pub mod exit;
 pub mod virtio;
+pub mod legacy;
+pub mod serial;

@@ -1,0 +1,72 @@
+//! Fixed guest-physical layout of a directly booted x86_64 guest.
+//!
+//! ```text
+//! 0x0000_0500  GDT (boot segments: code 0x10, data 0x18, TSS 0x20)
+//! 0x0000_0520  IDT (empty; the kernel installs its own)
+//! 0x0000_7000  zero page (boot_params), handed to the kernel in rsi
+//! 0x0000_8ff0  initial stack pointer
+//! 0x0000_9000  PML4, 0xa000 PDPT, 0xb000 PD (identity map of the first 1 GiB)
+//! 0x0002_0000  kernel command line
+//! 0x0009_fc00  EBDA: MP floating pointer and MP configuration table
+//! 0x000e_0000  ACPI tables (RSDP, XSDT, FADT, MADT, DSDT)
+//! 0x0010_0000  kernel (bzImage protected-mode part, or ELF segments at their addresses)
+//!     ...      initrd, as high in low RAM as it fits
+//! 0xc000_0000  MMIO gap (virtio-mmio at 0xd000_0000, IOAPIC, LAPIC) up to 4 GiB
+//! 0x1_0000_0000  RAM above 4 GiB, if the guest has more than 3 GiB
+//! ```
+
+/// Where the boot GDT is written.
+pub const BOOT_GDT_START: u64 = 0x500;
+/// Where the (empty) boot IDT is written.
+pub const BOOT_IDT_START: u64 = 0x520;
+/// The zero page (`struct boot_params`).
+pub const ZERO_PAGE_START: u64 = 0x7000;
+/// Initial stack pointer of the boot vCPU.
+pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
+/// Page-map level 4 of the boot identity map.
+pub const PML4_START: u64 = 0x9000;
+/// Page-directory-pointer table of the boot identity map.
+pub const PDPTE_START: u64 = 0xa000;
+/// Page directory (2 MiB pages) of the boot identity map.
+pub const PDE_START: u64 = 0xb000;
+/// The kernel command line.
+pub const CMDLINE_START: u64 = 0x2_0000;
+/// Largest command line, terminating NUL included (Linux x86 COMMAND_LINE_SIZE).
+pub const CMDLINE_MAX_SIZE: usize = 2048;
+/// Start of the extended BIOS data area: end of the first RAM range in the e820 map,
+/// home of the MP table.
+pub const EBDA_START: u64 = 0x9_fc00;
+/// Where the ACPI tables are written (inside the reserved range below 1 MiB).
+pub const ACPI_START: u64 = 0xe_0000;
+/// Start of high memory: the kernel is loaded here or above.
+pub const HIMEM_START: u64 = 0x10_0000;
+/// First address of the MMIO gap below 4 GiB.
+pub const MMIO_GAP_START: u64 = 0xc000_0000;
+/// End (exclusive) of the MMIO gap: 4 GiB.
+pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
+/// First virtio-mmio slot; slot `i` is at `VIRTIO_MMIO_START + i * VIRTIO_MMIO_SIZE`.
+pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// Size of one virtio-mmio window.
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// GSI of the first virtio-mmio device; slot `i` uses `VIRTIO_GSI_START + i`.
+pub const VIRTIO_GSI_START: u32 = 5;
+/// Highest GSI the in-kernel IOAPIC routes.
+pub const IRQ_MAX: u32 = 23;
+/// Address of the IOAPIC.
+pub const IOAPIC_START: u64 = 0xfec0_0000;
+/// Address of the local APICs.
+pub const APIC_START: u64 = 0xfee0_0000;
+/// KVM's identity-map page for real-mode emulation (one page, below the TSS).
+pub const KVM_IDENTITY_MAP_START: u64 = 0xfffb_c000;
+/// KVM's three-page TSS area.
+pub const KVM_TSS_START: u64 = 0xfffb_d000;
+/// I/O port of the serial console (COM1).
+pub const COM1_PORT: u64 = 0x3f8;
+/// IRQ line of COM1.
+pub const COM1_IRQ: u32 = 4;
+/// I/O port of the debug-exit device: a byte written here ends the VM with that status.
+pub const DEBUG_EXIT_PORT: u64 = 0xf4;
+/// I/O port of the i8042 data register (0x60); the command register is at 0x64.
+pub const I8042_PORT: u64 = 0x60;
+/// I/O port of the ACPI hardware-reduced sleep control register (described in the FADT).
+pub const ACPI_SLEEP_CONTROL_PORT: u64 = 0x3c0;

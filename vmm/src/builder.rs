@@ -1,0 +1,617 @@
+//! Builds a VM from a validated [`VmConfig`]: KVM, guest memory, devices on the port-I/O
+//! and MMIO buses, the kernel and its boot structures, and the vCPUs; then runs it on one
+//! thread per vCPU plus the main thread's event loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::Kvm;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::signal::Killable;
+
+use crate::boot::e820::e820_map;
+use crate::boot::kernel::{load_initrd, load_kernel, write_cmdline, LoadError, LoadedKernel};
+use crate::boot::layout::{
+    ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, DEBUG_EXIT_PORT, I8042_PORT, IRQ_MAX,
+    VIRTIO_GSI_START, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START,
+};
+use crate::boot::mptable::{write_mptable, MpTableError};
+use crate::boot::paging::write_identity_tables;
+use crate::boot::zero_page::{build_boot_params, write_boot_params, BootInfo, ZeroPageError};
+use crate::config::{DiskSpec, KernelSource, SerialMode, VmConfig};
+use crate::devices::bus::{Bus, BusError};
+use crate::devices::exit::ExitHandle;
+use crate::devices::legacy::{AcpiSleepControl, DebugExit, I8042};
+use crate::devices::serial::{ConsoleOutput, SerialConsole};
+use crate::devices::virtio;
+use crate::event_loop::{self, LoopEnd, TerminalInput};
+use crate::memory::{create_guest_memory, low_ram_end, GuestMemoryMmap, MemoryError};
+use crate::vstate::vcpu::{kick_signal, register_kick_handler, Vcpu, VcpuError, VcpuStop};
+use crate::vstate::vm::{open_kvm, Vm, VmError, KVM_PATH};
+
+/// How long the monitor keeps kicking vCPU threads before it stops waiting for them.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors while building or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// KVM could not be opened or set up.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// More vCPUs than this host's KVM runs.
+    #[error("--cpus {asked} is more than this host's KVM supports ({max})")]
+    TooManyVcpus {
+        /// Requested count.
+        asked: u8,
+        /// KVM's limit.
+        max: usize,
+    },
+    /// A file named by the user could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile {
+        /// "kernel image", "initrd".
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// No --kernel and no built-in guest.
+    #[error("no built-in test guest in this build: give --kernel PATH")]
+    NoBuiltInGuest,
+    /// Guest memory could not be created.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The kernel, initrd or command line could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The zero page could not be written.
+    #[error(transparent)]
+    ZeroPage(#[from] ZeroPageError),
+    /// The MP table could not be written.
+    #[error(transparent)]
+    MpTable(#[from] MpTableError),
+    /// Another boot structure could not be written.
+    #[error("cannot write {what} into guest memory: {reason}")]
+    GuestMemory {
+        /// The structure.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A device could not be placed on a bus.
+    #[error("cannot place {what} on its bus: {source}")]
+    Bus {
+        /// The device.
+        what: &'static str,
+        /// The bus's complaint.
+        source: BusError,
+    },
+    /// The serial output file could not be opened.
+    #[error("cannot open serial output file {path}: {source}")]
+    SerialFile {
+        /// The path.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A disk could not be attached.
+    #[error(transparent)]
+    Disk(#[from] virtio::VirtioError),
+    /// More disks than interrupt lines.
+    #[error("too many disks ({0}): at most {max} fit the interrupt lines", max = IRQ_MAX - VIRTIO_GSI_START + 1)]
+    TooManyDisks(usize),
+    /// A vCPU could not be set up.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// A host resource (eventfd, thread, epoll) failed.
+    #[error("{what}: {source}")]
+    Host {
+        /// What was being done.
+        what: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+fn host(what: &'static str) -> impl FnOnce(std::io::Error) -> BuildError {
+    move |source| BuildError::Host { what, source }
+}
+
+/// How a VM run ended.
+#[derive(Debug)]
+pub enum VmExit {
+    /// The guest ended the VM with this status (debug-exit port, i8042 reset or ACPI
+    /// power-off, the last two as 0).
+    Guest(u8),
+    /// A vCPU failed (triple fault, emulation failure, ...).
+    VcpuFailed(VcpuError),
+    /// A vCPU thread ended without an error and without an exit request.
+    VcpuVanished,
+    /// The monitor was told to terminate by this signal.
+    Signal(i32),
+}
+
+/// A virtio-mmio device slot: where its registers are and which interrupt it raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioSlot {
+    /// Base address of the 4 KiB register window.
+    pub base: u64,
+    /// Length of the window.
+    pub len: u64,
+    /// Interrupt line (GSI).
+    pub gsi: u32,
+}
+
+impl MmioSlot {
+    /// The slot of the `index`-th virtio-mmio device.
+    pub fn nth(index: usize) -> Option<Self> {
+        let gsi = VIRTIO_GSI_START.checked_add(u32::try_from(index).ok()?)?;
+        (gsi <= IRQ_MAX).then_some(MmioSlot {
+            base: VIRTIO_MMIO_START + index as u64 * VIRTIO_MMIO_SIZE,
+            len: VIRTIO_MMIO_SIZE,
+            gsi,
+        })
+    }
+
+    /// Linux's command-line announcement of a virtio-mmio device in this slot.
+    pub fn cmdline_arg(&self) -> String {
+        format!(
+            "virtio_mmio.device={}K@{:#x}:{}",
+            self.len / 1024,
+            self.base,
+            self.gsi
+        )
+    }
+}
+
+/// A VM ready to run.
+pub struct Vmm {
+    kvm: Kvm,
+    // Declared before `mem` so the vCPUs (which run on it) are dropped first.
+    vcpus: Vec<Vcpu>,
+    vm: Vm,
+    mem: GuestMemoryMmap,
+    exit: ExitHandle,
+    serial: Arc<Mutex<SerialConsole<ConsoleOutput>>>,
+    stdio_console: bool,
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(|source| BuildError::ReadFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Builds the VM described by `config` on the KVM device at `kvm_path` (normally
+/// [`KVM_PATH`]).
+pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
+    let kvm = open_kvm(kvm_path)?;
+    let max = kvm.get_max_vcpus();
+    if usize::from(config.vcpus) > max {
+        return Err(BuildError::TooManyVcpus {
+            asked: config.vcpus,
+            max,
+        });
+    }
+    let (kernel_image, kernel_name) = match &config.kernel {
+        KernelSource::File(path) => (read_file("kernel image", path)?, path.display().to_string()),
+        KernelSource::BuiltIn if crate::test_guest::ELF.is_empty() => {
+            return Err(BuildError::NoBuiltInGuest)
+        }
+        KernelSource::BuiltIn => (
+            crate::test_guest::ELF.to_vec(),
+            "(built-in test guest)".to_string(),
+        ),
+    };
+    let initrd = match &config.initrd {
+        Some(path) => Some((read_file("initrd", path)?, path.display().to_string())),
+        None => None,
+    };
+
+    let mem = create_guest_memory(config.memory)?;
+    let vm = Vm::new(&kvm)?;
+    vm.register_memory(&mem)?;
+
+    let exit = ExitHandle::new().map_err(host("creating the exit event"))?;
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+
+    let serial_out = match &config.serial {
+        SerialMode::Stdio => ConsoleOutput::Stdout,
+        SerialMode::Off => ConsoleOutput::Off,
+        SerialMode::File(path) => {
+            ConsoleOutput::file(path).map_err(|source| BuildError::SerialFile {
+                path: path.clone(),
+                source,
+            })?
+        }
+    };
+    let serial_irq =
+        EventFd::new(EFD_NONBLOCK).map_err(host("creating the serial interrupt event"))?;
+    vm.register_irqfd(&serial_irq, COM1_IRQ)?;
+    let serial = Arc::new(Mutex::new(SerialConsole::new(serial_irq, serial_out)));
+    let bus_err = |what| move |source| BuildError::Bus { what, source };
+    pio.insert(serial.clone(), COM1_PORT, 8)
+        .map_err(bus_err("the serial console"))?;
+    pio.insert(
+        Arc::new(Mutex::new(DebugExit::new(exit.clone()))),
+        DEBUG_EXIT_PORT,
+        1,
+    )
+    .map_err(bus_err("the debug-exit port"))?;
+    pio.insert(
+        Arc::new(Mutex::new(I8042::new(exit.clone()))),
+        I8042_PORT,
+        5,
+    )
+    .map_err(bus_err("the i8042 controller"))?;
+    pio.insert(
+        Arc::new(Mutex::new(AcpiSleepControl::new(exit.clone()))),
+        ACPI_SLEEP_CONTROL_PORT,
+        1,
+    )
+    .map_err(bus_err("the ACPI sleep control register"))?;
+
+    let slots = attach_virtio_disks(&vm, &mem, &mut mmio, &config.disks)?;
+
+    let mut cmdline = config.cmdline.clone();
+    for slot in &slots {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&slot.cmdline_arg());
+    }
+    let (entry, cr3) = load_guest(
+        &mem,
+        config,
+        &kernel_image,
+        &kernel_name,
+        initrd.as_ref(),
+        &cmdline,
+        &slots,
+    )?;
+
+    register_kick_handler()
+        .map_err(|e| host("installing the vCPU kick signal handler")(e.into()))?;
+    let pio = Arc::new(pio);
+    let mmio = Arc::new(mmio);
+    let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
+    for index in 0..config.vcpus {
+        let vcpu = Vcpu::new(&vm, index, pio.clone(), mmio.clone(), exit.clone())?;
+        vcpu.configure(&kvm, config.vcpus, (index == 0).then_some((entry, cr3)))?;
+        vcpus.push(vcpu);
+    }
+    Ok(Vmm {
+        kvm,
+        vcpus,
+        vm,
+        mem,
+        exit,
+        serial,
+        stdio_console: config.serial == SerialMode::Stdio,
+    })
+}
+
+/// Loads the kernel, command line and initrd and writes every boot structure; returns
+/// the boot vCPU's entry point and CR3.
+fn load_guest(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    kernel_image: &[u8],
+    kernel_name: &str,
+    initrd: Option<&(Vec<u8>, String)>,
+    cmdline: &str,
+    slots: &[MmioSlot],
+) -> Result<(u64, u64), BuildError> {
+    let low_end = low_ram_end(config.memory.bytes());
+    let kernel: LoadedKernel = load_kernel(mem, kernel_image, kernel_name, low_end)?;
+    log::info!(
+        "kernel {kernel_name}: {:?}, entry {:#x}, ends at {:#x}",
+        kernel.format,
+        kernel.entry,
+        kernel.end
+    );
+    let cmdline_len = write_cmdline(mem, &kernel, cmdline)?;
+    let initrd = match initrd {
+        Some((bytes, name)) => {
+            let addr = load_initrd(mem, &kernel, bytes, name, low_end)?;
+            Some((addr, bytes.len() as u64))
+        }
+        None => None,
+    };
+    write_mptable(mem, config.vcpus)?;
+    let acpi_rsdp = write_acpi_tables(mem, config.vcpus, slots)?;
+    let e820 = e820_map(config.memory.bytes());
+    let params = build_boot_params(&BootInfo {
+        kernel: &kernel,
+        cmdline_len,
+        initrd,
+        e820: &e820,
+        acpi_rsdp,
+    })?;
+    write_boot_params(mem, &params)?;
+    crate::boot::write_descriptor_tables(mem).map_err(|e| BuildError::GuestMemory {
+        what: "the boot GDT",
+        reason: e.to_string(),
+    })?;
+    let cr3 = write_identity_tables(mem).map_err(|e| BuildError::GuestMemory {
+        what: "the boot page tables",
+        reason: e.to_string(),
+    })?;
+    Ok((kernel.entry, cr3))
+}
+
+/// Puts one virtio-blk device per disk on the MMIO bus, each with its own slot and an
+/// irqfd on its GSI.
+fn attach_virtio_disks(
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    disks: &[DiskSpec],
+) -> Result<Vec<MmioSlot>, BuildError> {
+    let mut slots = Vec::with_capacity(disks.len());
+    for (index, disk) in disks.iter().enumerate() {
+        let slot = MmioSlot::nth(index).ok_or(BuildError::TooManyDisks(disks.len()))?;
+        let irq = EventFd::new(EFD_NONBLOCK).map_err(host("creating a disk interrupt event"))?;
+        vm.register_irqfd(&irq, slot.gsi)?;
+        let cfg = virtio::DiskConfig {
+            path: disk.path.clone(),
+            readonly: disk.readonly,
+        };
+        let device = virtio::new_block_device(&cfg, mem.clone(), Arc::new(irq))?;
+        mmio.insert(device, slot.base, slot.len)
+            .map_err(|source| BuildError::Bus {
+                what: "a virtio-blk device",
+                source,
+            })?;
+        log::info!(
+            "disk {} ({}) at {:#x}, GSI {}",
+            disk.path.display(),
+            if disk.readonly {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            slot.base,
+            slot.gsi
+        );
+        slots.push(slot);
+    }
+    Ok(slots)
+}
+
+/// Writes the ACPI tables (MADT for the vCPUs, DSDT for the virtio-mmio slots, FADT with
+/// the sleep control register); returns the RSDP's address, or `None` when this build
+/// writes none.
+fn write_acpi_tables(
+    _mem: &GuestMemoryMmap,
+    _vcpus: u8,
+    _slots: &[MmioSlot],
+) -> Result<Option<u64>, BuildError> {
+    Ok(None)
+}
+
+impl Vmm {
+    /// The guest memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// Runs the VM until the guest asks to end it, a vCPU fails, or the monitor is
+    /// signalled; stops and joins every vCPU thread before returning.
+    pub fn run(self) -> Result<VmExit, BuildError> {
+        let Vmm {
+            kvm: _kvm,
+            vcpus,
+            vm: _vm,
+            mem: _mem,
+            exit,
+            serial,
+            stdio_console,
+        } = self;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(host("creating the vCPU event"))?);
+        let (tx, rx) = mpsc::channel::<(u8, Result<VcpuStop, VcpuError>)>();
+        let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
+        for mut vcpu in vcpus {
+            let (thread_stop, ended, tx) = (stop.clone(), ended.clone(), tx.clone());
+            let index = vcpu.index();
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || {
+                    let result = vcpu.run(&thread_stop);
+                    // The receiver lives until every thread is joined.
+                    let _ = tx.send((index, result));
+                    if let Err(e) = ended.write(1) {
+                        log::error!("vCPU {index}: cannot signal its end: {e}");
+                    }
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    stop_vcpus(&stop, threads);
+                    return Err(host("starting a vCPU thread")(e));
+                }
+            }
+        }
+        drop(tx);
+
+        let terminal = if stdio_console {
+            TerminalInput::from_stdin()
+        } else {
+            None
+        };
+        let end = event_loop::run(&exit, &ended, terminal.as_ref(), |bytes| {
+            let mut uart = serial.lock().unwrap_or_else(|p| p.into_inner());
+            uart.enqueue_input(bytes);
+        });
+        drop(terminal);
+        stop_vcpus(&stop, threads);
+        let end = end.map_err(host("running the event loop"))?;
+
+        if let Some(code) = exit.requested() {
+            return Ok(VmExit::Guest(code));
+        }
+        if let LoopEnd::Signal(num) = end {
+            return Ok(VmExit::Signal(num));
+        }
+        let mut vanished = false;
+        for (index, result) in rx.try_iter() {
+            match result {
+                Err(e) => return Ok(VmExit::VcpuFailed(e)),
+                Ok(stop) => {
+                    log::debug!("vCPU {index} ended: {stop:?}");
+                    vanished = true;
+                }
+            }
+        }
+        if vanished {
+            return Ok(VmExit::VcpuVanished);
+        }
+        Ok(VmExit::VcpuVanished)
+    }
+}
+
+/// Asks every vCPU thread to stop, kicks it out of KVM_RUN, and joins it (giving up
+/// after [`JOIN_TIMEOUT`]).
+fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let mut pending = threads;
+    while !pending.is_empty() {
+        for t in &pending {
+            if !t.is_finished() {
+                if let Err(e) = t.kill(kick_signal()) {
+                    log::debug!("kicking a vCPU thread: {e}");
+                }
+            }
+        }
+        let (done, running): (Vec<_>, Vec<_>) = pending.into_iter().partition(|t| t.is_finished());
+        for t in done {
+            if t.join().is_err() {
+                log::error!("a vCPU thread panicked");
+            }
+        }
+        pending = running;
+        if pending.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            log::error!(
+                "{} vCPU thread(s) did not stop; leaving them",
+                pending.len()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Builds and runs the VM on the default KVM device.
+pub fn build_and_run(config: &VmConfig) -> Result<VmExit, BuildError> {
+    build(config, Path::new(KVM_PATH))?.run()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::boot::kernel::tests::tiny_elf;
+    use crate::config::VmRequest;
+
+    #[test]
+    fn mmio_slots_follow_the_layout() {
+        let s = MmioSlot::nth(0).unwrap();
+        assert_eq!((s.base, s.len, s.gsi), (0xd000_0000, 0x1000, 5));
+        assert_eq!(s.cmdline_arg(), "virtio_mmio.device=4K@0xd0000000:5");
+        assert_eq!(
+            MmioSlot::nth(2).unwrap().cmdline_arg(),
+            "virtio_mmio.device=4K@0xd0002000:7"
+        );
+        assert_eq!(MmioSlot::nth(18).unwrap().gsi, 23);
+        assert_eq!(MmioSlot::nth(19), None);
+    }
+
+    fn config_for(kernel: &Path, cpus: u64) -> VmConfig {
+        VmConfig::new(&VmRequest {
+            kernel: Some(kernel.to_path_buf()),
+            cpus,
+            memory: "32M".into(),
+            serial: "off".into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// Hand-assembled 64-bit guest: `mov al, CODE; out 0xf4, al; hlt`.
+    fn exit_with(code: u8) -> Vec<u8> {
+        vec![0xb0, code, 0xe6, 0xf4, 0xf4]
+    }
+
+    /// A real KVM boot through the full path: ELF load, long-mode entry, port I/O exit,
+    /// event loop, exit status. Fails (does not skip) when /dev/kvm is unusable.
+    #[test]
+    fn kvm_smoke_boot_exits_with_guest_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("smoke.elf");
+        std::fs::write(&kernel, tiny_elf(&exit_with(42), 0x20_0000)).unwrap();
+        for cpus in [1, 2] {
+            let vmm = build(&config_for(&kernel, cpus), Path::new(KVM_PATH))
+                .unwrap_or_else(|e| panic!("building the VM needs a usable /dev/kvm: {e}"));
+            match vmm.run().unwrap() {
+                VmExit::Guest(code) => assert_eq!(code, 42, "{cpus} vCPUs"),
+                other => panic!("guest did not exit through the debug port: {other:?}"),
+            }
+        }
+    }
+
+    /// The guest reads the zero page through rsi and reports the e820 entry count and
+    /// the command line's first byte: `mov al, [rsi+0x1e8]; out 0xf4, al`.
+    #[test]
+    fn kvm_smoke_guest_sees_the_zero_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("zp.elf");
+        let code = [0x8a, 0x86, 0xe8, 0x01, 0x00, 0x00, 0xe6, 0xf4, 0xf4];
+        std::fs::write(&kernel, tiny_elf(&code, 0x20_0000)).unwrap();
+        let vmm = build(&config_for(&kernel, 1), Path::new(KVM_PATH)).unwrap();
+        match vmm.run().unwrap() {
+            VmExit::Guest(code) => assert_eq!(code, 3, "e820 entries for a 32 MiB guest"),
+            other => panic!("unexpected end: {other:?}"),
+        }
+    }
+
+    /// A triple fault (`ud2` with no IDT) is a vCPU failure, not a guest exit code.
+    #[test]
+    fn kvm_triple_fault_is_a_vcpu_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("ud2.elf");
+        std::fs::write(&kernel, tiny_elf(&[0x0f, 0x0b], 0x20_0000)).unwrap();
+        let vmm = build(&config_for(&kernel, 1), Path::new(KVM_PATH)).unwrap();
+        match vmm.run().unwrap() {
+            VmExit::VcpuFailed(e) => assert!(e.to_string().contains("vCPU 0"), "{e}"),
+            other => panic!("unexpected end: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_kvm_device_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("k.elf");
+        std::fs::write(&kernel, tiny_elf(&exit_with(0), 0x20_0000)).unwrap();
+        let err = build(&config_for(&kernel, 1), &dir.path().join("kvm"))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, BuildError::Vm(VmError::KvmMissing(_))),
+            "{err}"
+        );
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,329 @@
+//! The VM a user asked for, validated: a built [`VmConfig`] is a bootable request as
+//! far as can be told without opening files or KVM.
+
+use std::path::PathBuf;
+
+use crate::boot::mptable::MAX_CPUS;
+use crate::memory::{host_ram, validate_size, MemoryError, MemorySize};
+
+/// Kernel command line used when the user gives none.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+/// Guest memory used when the user gives no size.
+pub const DEFAULT_MEMORY: &str = "128M";
+
+/// Errors in the user's VM description.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Bad memory size.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// vCPU count out of range.
+    #[error("--cpus {0} is out of range: give 1 to {MAX_CPUS} vCPUs")]
+    CpuCount(u64),
+    /// A --disk value that does not parse.
+    #[error("--disk {value:?}: {reason} (expected path=PATH[,readonly=on|off])")]
+    DiskSyntax {
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A --serial value that does not parse.
+    #[error("--serial {0:?} is not one of stdio, off, file=PATH")]
+    SerialSyntax(String),
+    /// A command line with a NUL byte.
+    #[error("--cmdline contains a NUL byte")]
+    CmdlineNul,
+}
+
+/// Which kernel to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// A bzImage or ELF vmlinux file.
+    File(PathBuf),
+    /// The test guest built into the binary.
+    BuiltIn,
+}
+
+/// A virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The backing file.
+    pub path: PathBuf,
+    /// Whether the guest may only read it.
+    pub readonly: bool,
+}
+
+impl std::str::FromStr for DiskSpec {
+    type Err = ConfigError;
+
+    /// Parses `path=PATH[,readonly=on|off|true|false]`.
+    fn from_str(value: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: &str| ConfigError::DiskSyntax {
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut path = None;
+        let mut readonly = false;
+        for part in value.split(',') {
+            let (key, val) = part
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("{part:?} is not key=value")))?;
+            match key {
+                "path" if path.is_some() => return Err(bad("path given twice")),
+                "path" if val.is_empty() => return Err(bad("the path is empty")),
+                "path" => path = Some(PathBuf::from(val)),
+                "readonly" | "ro" => {
+                    readonly = match val {
+                        "on" | "true" | "yes" => true,
+                        "off" | "false" | "no" => false,
+                        _ => return Err(bad(&format!("readonly={val} is not on or off"))),
+                    }
+                }
+                other => return Err(bad(&format!("unknown key {other:?}"))),
+            }
+        }
+        let path = path.ok_or_else(|| bad("path=PATH is missing"))?;
+        Ok(DiskSpec { path, readonly })
+    }
+}
+
+/// Where the serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialMode {
+    /// The monitor's stdout (and stdin, when it is a terminal).
+    Stdio,
+    /// A file, created or truncated.
+    File(PathBuf),
+    /// Nowhere.
+    Off,
+}
+
+impl std::str::FromStr for SerialMode {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, ConfigError> {
+        match value {
+            "stdio" | "tty" => Ok(SerialMode::Stdio),
+            "off" | "null" => Ok(SerialMode::Off),
+            _ => match value.split_once('=') {
+                Some(("file", path)) if !path.is_empty() => {
+                    Ok(SerialMode::File(PathBuf::from(path)))
+                }
+                _ => Err(ConfigError::SerialSyntax(value.to_string())),
+            },
+        }
+    }
+}
+
+/// A validated VM description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// The kernel.
+    pub kernel: KernelSource,
+    /// The initrd, if any.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line (before the monitor appends device announcements).
+    pub cmdline: String,
+    /// Number of vCPUs, 1..=[`MAX_CPUS`].
+    pub vcpus: u8,
+    /// Guest RAM.
+    pub memory: MemorySize,
+    /// virtio-blk disks, in slot order.
+    pub disks: Vec<DiskSpec>,
+    /// The serial console's destination.
+    pub serial: SerialMode,
+}
+
+/// The user's request, as text, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct VmRequest {
+    /// `--kernel`.
+    pub kernel: Option<PathBuf>,
+    /// `--initrd`.
+    pub initrd: Option<PathBuf>,
+    /// `--cmdline`.
+    pub cmdline: Option<String>,
+    /// `--cpus`.
+    pub cpus: u64,
+    /// `--memory`.
+    pub memory: String,
+    /// `--disk`, each.
+    pub disks: Vec<String>,
+    /// `--serial`.
+    pub serial: String,
+}
+
+impl VmConfig {
+    /// Validates a request.
+    pub fn new(req: &VmRequest) -> Result<Self, ConfigError> {
+        let memory: MemorySize = req.memory.parse()?;
+        validate_size(memory, host_ram())?;
+        let vcpus = u8::try_from(req.cpus)
+            .ok()
+            .filter(|n| (1..=MAX_CPUS).contains(n))
+            .ok_or(ConfigError::CpuCount(req.cpus))?;
+        let cmdline = req
+            .cmdline
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+        if cmdline.contains('\0') {
+            return Err(ConfigError::CmdlineNul);
+        }
+        let disks = req
+            .disks
+            .iter()
+            .map(|d| d.parse())
+            .collect::<Result<Vec<DiskSpec>, _>>()?;
+        Ok(VmConfig {
+            kernel: req
+                .kernel
+                .clone()
+                .map_or(KernelSource::BuiltIn, KernelSource::File),
+            initrd: req.initrd.clone(),
+            cmdline,
+            vcpus,
+            memory,
+            disks,
+            serial: req.serial.parse()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn request() -> VmRequest {
+        VmRequest {
+            cpus: 1,
+            memory: "64M".into(),
+            serial: "stdio".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let cfg = VmConfig::new(&request()).unwrap();
+        assert_eq!(cfg.kernel, KernelSource::BuiltIn);
+        assert_eq!(cfg.cmdline, DEFAULT_CMDLINE);
+        assert_eq!(cfg.memory, MemorySize(64 << 20));
+        assert_eq!(cfg.serial, SerialMode::Stdio);
+    }
+
+    #[test]
+    fn cpu_count_limits() {
+        for bad in [0, 255, 256, 100_000] {
+            let err = VmConfig::new(&VmRequest {
+                cpus: bad,
+                ..request()
+            })
+            .unwrap_err();
+            assert_eq!(err, ConfigError::CpuCount(bad));
+        }
+        assert_eq!(
+            VmConfig::new(&VmRequest {
+                cpus: 254,
+                ..request()
+            })
+            .unwrap()
+            .vcpus,
+            254
+        );
+        assert_eq!(
+            ConfigError::CpuCount(0).to_string(),
+            "--cpus 0 is out of range: give 1 to 254 vCPUs"
+        );
+    }
+
+    #[test]
+    fn memory_errors_surface() {
+        let err = VmConfig::new(&VmRequest {
+            memory: "1M".into(),
+            ..request()
+        })
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Memory(MemoryError::TooSmall { .. })
+        ));
+        let err = VmConfig::new(&VmRequest {
+            memory: "lots".into(),
+            ..request()
+        })
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Memory(MemoryError::Unparsable(_))
+        ));
+        let err = VmConfig::new(&VmRequest {
+            memory: "1T".into(),
+            ..request()
+        })
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Memory(MemoryError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn disk_syntax() {
+        let d: DiskSpec = "path=/tmp/d.img,readonly=on".parse().unwrap();
+        assert_eq!(
+            d,
+            DiskSpec {
+                path: "/tmp/d.img".into(),
+                readonly: true
+            }
+        );
+        let d: DiskSpec = "path=/x".parse().unwrap();
+        assert!(!d.readonly);
+        for bad in [
+            "",
+            "/tmp/d.img",
+            "path=",
+            "readonly=on",
+            "path=/a,path=/b",
+            "path=/a,readonly=maybe",
+            "path=/a,cache=none",
+        ] {
+            assert!(
+                matches!(bad.parse::<DiskSpec>(), Err(ConfigError::DiskSyntax { .. })),
+                "{bad:?}"
+            );
+        }
+        let msg = "path=/a,size=1"
+            .parse::<DiskSpec>()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "--disk \"path=/a,size=1\": unknown key \"size\" (expected path=PATH[,readonly=on|off])");
+    }
+
+    #[test]
+    fn serial_syntax() {
+        assert_eq!("off".parse::<SerialMode>().unwrap(), SerialMode::Off);
+        assert_eq!(
+            "file=/tmp/c".parse::<SerialMode>().unwrap(),
+            SerialMode::File("/tmp/c".into())
+        );
+        for bad in ["", "file=", "file", "pty", "socket=/x"] {
+            assert!(
+                matches!(bad.parse::<SerialMode>(), Err(ConfigError::SerialSyntax(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cmdline_with_nul_is_refused() {
+        let err = VmConfig::new(&VmRequest {
+            cmdline: Some("a\0b".into()),
+            ..request()
+        })
+        .unwrap_err();
+        assert_eq!(err, ConfigError::CmdlineNul);
+    }
+}

@@ -1,0 +1,165 @@
+//! The 16550 UART console (COM1), on vm-superio's `Serial`: the guest's bytes go to
+//! stdout, a file, or nowhere; host input is queued into its receive FIFO; its interrupt
+//! is an EventFd that KVM injects on the UART's IRQ line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::bus::BusDevice;
+
+/// An interrupt line raised by writing an EventFd (registered with KVM as an irqfd).
+pub struct IrqLine(pub EventFd);
+
+impl Trigger for IrqLine {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// Where the console's output goes.
+pub enum ConsoleOutput {
+    /// The monitor's stdout, flushed after every byte so prompts appear at once.
+    Stdout,
+    /// A file, created or truncated.
+    File(File),
+    /// Discarded.
+    Off,
+}
+
+impl ConsoleOutput {
+    /// Output to a file at `path`, created or truncated.
+    pub fn file(path: &Path) -> io::Result<Self> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map(ConsoleOutput::File)
+    }
+}
+
+impl Write for ConsoleOutput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ConsoleOutput::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(buf)?;
+                out.flush()?;
+                Ok(buf.len())
+            }
+            ConsoleOutput::File(f) => f.write(buf),
+            ConsoleOutput::Off => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ConsoleOutput::Stdout => io::stdout().flush(),
+            ConsoleOutput::File(f) => f.flush(),
+            ConsoleOutput::Off => Ok(()),
+        }
+    }
+}
+
+/// The serial console as a port-I/O bus device (8 registers).
+pub struct SerialConsole<W: Write + Send> {
+    uart: Serial<IrqLine, NoEvents, W>,
+}
+
+impl<W: Write + Send> SerialConsole<W> {
+    /// A UART raising `irq` and writing to `out`.
+    pub fn new(irq: EventFd, out: W) -> Self {
+        Self {
+            uart: Serial::new(IrqLine(irq), out),
+        }
+    }
+
+    /// Queues host input for the guest; returns how many bytes fitted in the FIFO.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        match self.uart.enqueue_raw_bytes(bytes) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("serial input dropped: {e}");
+                0
+            }
+        }
+    }
+
+    /// The output sink.
+    pub fn output(&self) -> &W {
+        self.uart.writer()
+    }
+}
+
+impl<W: Write + Send> BusDevice for SerialConsole<W> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match (u8::try_from(offset), data) {
+            (Ok(reg), [byte]) if reg < 8 => *byte = self.uart.read(reg),
+            (_, data) => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (Ok(reg), [byte]) = (u8::try_from(offset), data) {
+            if reg < 8 {
+                if let Err(e) = self.uart.write(reg, *byte) {
+                    log::warn!("serial write failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    const THR: u64 = 0;
+    const IER: u64 = 1;
+    const LSR: u64 = 5;
+
+    #[test]
+    fn transmits_bytes_and_receives_input_with_an_interrupt() {
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut uart = SerialConsole::new(irq.try_clone().unwrap(), Vec::new());
+        for b in b"hi\n" {
+            uart.write(THR, &[*b]);
+        }
+        assert_eq!(uart.output(), b"hi\n");
+        let mut lsr = [0u8];
+        uart.read(LSR, &mut lsr);
+        assert_ne!(lsr[0] & 0x20, 0, "transmitter holding register empty");
+        assert_eq!(lsr[0] & 0x01, 0, "no data ready yet");
+
+        // Enable the received-data interrupt, then feed input.
+        uart.write(IER, &[0x01]);
+        assert_eq!(uart.enqueue_input(b"ok"), 2);
+        assert_eq!(irq.read().unwrap(), 1);
+        uart.read(LSR, &mut lsr);
+        assert_ne!(lsr[0] & 0x01, 0, "data ready");
+        let mut byte = [0u8];
+        uart.read(THR, &mut byte);
+        assert_eq!(byte, *b"o");
+    }
+
+    #[test]
+    fn ignores_wide_and_out_of_range_accesses() {
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut uart = SerialConsole::new(irq, Vec::new());
+        uart.write(THR, &[1, 2]);
+        uart.write(9, &[1]);
+        assert!(uart.output().is_empty());
+        let mut word = [0u8; 2];
+        uart.read(0, &mut word);
+        assert_eq!(word, [0xff, 0xff]);
+    }
+}

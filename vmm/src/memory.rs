@@ -1,0 +1,283 @@
+//! Guest memory: the size a user asks for, laid out around the MMIO gap below 4 GiB, and
+//! backed by anonymous host mappings.
+
+use std::fmt;
+use std::str::FromStr;
+
+use vm_memory::GuestAddress;
+
+use crate::boot::layout::{MMIO_GAP_END, MMIO_GAP_START};
+
+/// The guest memory type used by every part of the monitor.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const TIB: u64 = 1 << 40;
+
+/// Smallest guest the monitor builds: room for the boot structures below 1 MiB, a small
+/// kernel and its initrd.
+pub const MIN_MEMORY: u64 = 16 * MIB;
+/// Largest guest the monitor builds, whatever the host has.
+pub const MAX_MEMORY: u64 = 64 * GIB;
+/// Guest page size: memory sizes must be a multiple of it.
+pub const PAGE_SIZE: u64 = 4 * KIB;
+
+/// Errors about a memory size or about creating guest memory.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MemoryError {
+    /// The size is not a number with an optional unit.
+    #[error("memory size {0:?} is not a size: use a number of bytes or a number with a unit K, M, G or T (for example 512M or 2GiB)")]
+    Unparsable(String),
+    /// The size overflows 64 bits.
+    #[error("memory size {0:?} is too large to represent")]
+    Overflow(String),
+    /// The size is below the minimum.
+    #[error("memory size {size} is too small: a guest needs at least {min}")]
+    TooSmall {
+        /// Requested size.
+        size: MemorySize,
+        /// Minimum size.
+        min: MemorySize,
+    },
+    /// The size is above the maximum or the host's memory.
+    #[error("memory size {size} is too large: at most {max} ({why})")]
+    TooLarge {
+        /// Requested size.
+        size: MemorySize,
+        /// Largest size allowed.
+        max: MemorySize,
+        /// Which limit applies.
+        why: &'static str,
+    },
+    /// The size is not page aligned.
+    #[error("memory size {0} is not a multiple of 4 KiB")]
+    Unaligned(MemorySize),
+    /// The host refused the mapping.
+    #[error("cannot map {size} of guest memory: {reason}")]
+    Map {
+        /// Requested size.
+        size: MemorySize,
+        /// What the host said.
+        reason: String,
+    },
+}
+
+/// A guest memory size in bytes, parsed from text such as `512M`, `1G`, `2GiB` or
+/// `67108864`. Binary units: K, M, G, T (with optional `B` or `iB`) are powers of 1024.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MemorySize(pub u64);
+
+impl MemorySize {
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for MemorySize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        for (unit, name) in [(TIB, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
+            if b >= unit && b.is_multiple_of(unit) {
+                return write!(f, "{} {name}", b / unit);
+            }
+        }
+        if b >= MIB {
+            return write!(f, "{b} bytes ({:.1} MiB)", b as f64 / MIB as f64);
+        }
+        write!(f, "{b} bytes")
+    }
+}
+
+impl FromStr for MemorySize {
+    type Err = MemoryError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let s = text.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        if digits.is_empty() {
+            return Err(MemoryError::Unparsable(text.to_string()));
+        }
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| MemoryError::Overflow(text.to_string()))?;
+        let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => KIB,
+            "m" | "mb" | "mib" => MIB,
+            "g" | "gb" | "gib" => GIB,
+            "t" | "tb" | "tib" => TIB,
+            _ => return Err(MemoryError::Unparsable(text.to_string())),
+        };
+        number
+            .checked_mul(multiplier)
+            .map(MemorySize)
+            .ok_or_else(|| MemoryError::Overflow(text.to_string()))
+    }
+}
+
+/// Checks a guest memory size against the minimum, the maximum and the host's RAM
+/// (`host_ram`, when known).
+pub fn validate_size(size: MemorySize, host_ram: Option<u64>) -> Result<(), MemoryError> {
+    if size.0 < MIN_MEMORY {
+        return Err(MemoryError::TooSmall {
+            size,
+            min: MemorySize(MIN_MEMORY),
+        });
+    }
+    if size.0 > MAX_MEMORY {
+        return Err(MemoryError::TooLarge {
+            size,
+            max: MemorySize(MAX_MEMORY),
+            why: "the monitor's limit",
+        });
+    }
+    if let Some(host) = host_ram {
+        if size.0 > host {
+            return Err(MemoryError::TooLarge {
+                size,
+                max: MemorySize(host),
+                why: "the host's RAM",
+            });
+        }
+    }
+    if !size.0.is_multiple_of(PAGE_SIZE) {
+        return Err(MemoryError::Unaligned(size));
+    }
+    Ok(())
+}
+
+/// The host's total RAM from /proc/meminfo, if it can be read.
+pub fn host_ram() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(KIB)
+}
+
+/// Guest RAM ranges for `size` bytes: from 0 up to the MMIO gap, the rest above 4 GiB.
+pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, u64)> {
+    if size <= MMIO_GAP_START {
+        vec![(GuestAddress(0), size)]
+    } else {
+        vec![
+            (GuestAddress(0), MMIO_GAP_START),
+            (GuestAddress(MMIO_GAP_END), size - MMIO_GAP_START),
+        ]
+    }
+}
+
+/// End (exclusive) of the RAM below the MMIO gap.
+pub fn low_ram_end(size: u64) -> u64 {
+    size.min(MMIO_GAP_START)
+}
+
+/// Maps guest memory of a validated `size`.
+pub fn create_guest_memory(size: MemorySize) -> Result<GuestMemoryMmap, MemoryError> {
+    let mut ranges = Vec::new();
+    for (start, len) in ram_ranges(size.0) {
+        let len = usize::try_from(len).map_err(|_| MemoryError::TooLarge {
+            size,
+            max: MemorySize(usize::MAX as u64),
+            why: "the host's address space",
+        })?;
+        ranges.push((start, len));
+    }
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Map {
+        size,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+    #[test]
+    fn parses_units() {
+        let p = |s: &str| s.parse::<MemorySize>().map(|m| m.0);
+        assert_eq!(p("64M"), Ok(64 * MIB));
+        assert_eq!(p("1G"), Ok(GIB));
+        assert_eq!(p("512MiB"), Ok(512 * MIB));
+        assert_eq!(p("512mb"), Ok(512 * MIB));
+        assert_eq!(p("2 GiB"), Ok(2 * GIB));
+        assert_eq!(p("67108864"), Ok(64 * MIB));
+        assert_eq!(p("4096k"), Ok(4 * MIB));
+        assert_eq!(p("1T"), Ok(TIB));
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        for bad in ["", "M", "-1G", "1.5G", "12X", "G1", "1GG", "0x100"] {
+            assert!(
+                matches!(bad.parse::<MemorySize>(), Err(MemoryError::Unparsable(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            "99999999999999999999".parse::<MemorySize>(),
+            Err(MemoryError::Overflow(_))
+        ));
+        assert!(matches!(
+            "100000000T".parse::<MemorySize>(),
+            Err(MemoryError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn validates_limits() {
+        assert!(matches!(
+            validate_size(MemorySize(8 * MIB), None),
+            Err(MemoryError::TooSmall { .. })
+        ));
+        assert!(matches!(
+            validate_size(MemorySize(128 * GIB), None),
+            Err(MemoryError::TooLarge {
+                why: "the monitor's limit",
+                ..
+            })
+        ));
+        assert!(matches!(
+            validate_size(MemorySize(8 * GIB), Some(4 * GIB)),
+            Err(MemoryError::TooLarge {
+                why: "the host's RAM",
+                ..
+            })
+        ));
+        assert_eq!(
+            validate_size(MemorySize(64 * MIB + 1), None),
+            Err(MemoryError::Unaligned(MemorySize(64 * MIB + 1)))
+        );
+        assert_eq!(validate_size(MemorySize(64 * MIB), Some(GIB)), Ok(()));
+        let msg = validate_size(MemorySize(MIB), None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "memory size 1 MiB is too small: a guest needs at least 16 MiB"
+        );
+    }
+
+    #[test]
+    fn splits_around_the_mmio_gap() {
+        assert_eq!(ram_ranges(GIB), vec![(GuestAddress(0), GIB)]);
+        assert_eq!(
+            ram_ranges(4 * GIB),
+            vec![(GuestAddress(0), 3 * GIB), (GuestAddress(4 * GIB), GIB)]
+        );
+        assert_eq!(low_ram_end(4 * GIB), 3 * GIB);
+        assert_eq!(low_ram_end(64 * MIB), 64 * MIB);
+    }
+
+    #[test]
+    fn maps_memory_above_4g() {
+        let mem = create_guest_memory(MemorySize(3 * GIB + 64 * MIB)).unwrap();
+        let regions: Vec<_> = mem.iter().map(|r| (r.start_addr().0, r.len())).collect();
+        assert_eq!(regions, vec![(0, 3 * GIB), (4 * GIB, 64 * MIB)]);
+    }
+}

@@ -1,0 +1,4 @@
+//! KVM state: the VM and its vCPUs, and the threads that run them.
+
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,142 @@
+//! The KVM VM: opening /dev/kvm (telling "missing" from "no permission"), creating the
+//! VM with its in-kernel interrupt controllers and PIT, and registering guest memory and
+//! interrupt lines.
+
+use std::ffi::CString;
+use std::path::Path;
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::layout::{KVM_IDENTITY_MAP_START, KVM_TSS_START};
+use crate::memory::GuestMemoryMmap;
+
+/// The usual KVM device.
+pub const KVM_PATH: &str = "/dev/kvm";
+
+/// Errors while opening KVM or setting up the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The KVM device does not exist.
+    #[error("{0} does not exist: this host has no KVM (load the kvm module, or enable nested virtualization for this VM)")]
+    KvmMissing(String),
+    /// The KVM device exists but cannot be opened.
+    #[error(
+        "no permission to open {0}: run as a member of the device's group (often `kvm`) or as root"
+    )]
+    KvmPermission(String),
+    /// Any other failure to open the device.
+    #[error("cannot open {path}: {source}")]
+    KvmOpen {
+        /// The device path.
+        path: String,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// The host's KVM is too old.
+    #[error("KVM API version {0} is not 12")]
+    ApiVersion(i32),
+    /// A KVM ioctl failed.
+    #[error("{what} failed: {source}")]
+    Kvm {
+        /// The operation.
+        what: &'static str,
+        /// What the kernel said.
+        source: kvm_ioctls::Error,
+    },
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+/// Opens the KVM device at `path`.
+pub fn open_kvm(path: &Path) -> Result<Kvm, VmError> {
+    let shown = path.display().to_string();
+    let c_path =
+        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| VmError::KvmOpen {
+            path: shown.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+    let kvm = Kvm::new_with_path(&c_path).map_err(|e| match e.errno() {
+        libc::ENOENT => VmError::KvmMissing(shown.clone()),
+        libc::EACCES | libc::EPERM => VmError::KvmPermission(shown.clone()),
+        errno => VmError::KvmOpen {
+            path: shown.clone(),
+            source: std::io::Error::from_raw_os_error(errno),
+        },
+    })?;
+    let version = kvm.get_api_version();
+    if version != 12 {
+        return Err(VmError::ApiVersion(version));
+    }
+    Ok(kvm)
+}
+
+/// A KVM VM with an in-kernel IOAPIC, PIC, LAPICs and PIT.
+pub struct Vm {
+    fd: VmFd,
+}
+
+impl Vm {
+    /// Creates the VM and its in-kernel interrupt controllers and timer.
+    pub fn new(kvm: &Kvm) -> Result<Self, VmError> {
+        let fd = kvm
+            .create_vm()
+            .map_err(kvm_err("creating the VM (KVM_CREATE_VM)"))?;
+        fd.set_identity_map_address(KVM_IDENTITY_MAP_START)
+            .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        fd.set_tss_address(KVM_TSS_START as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        fd.create_irq_chip().map_err(kvm_err(
+            "creating the in-kernel interrupt controller (KVM_CREATE_IRQCHIP)",
+        ))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit)
+            .map_err(kvm_err("creating the PIT (KVM_CREATE_PIT2)"))?;
+        Ok(Self { fd })
+    }
+
+    /// Hands every region of `mem` to KVM as a memory slot.
+    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+        for (slot, region) in mem.iter().enumerate() {
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|_| VmError::Kvm {
+                    what: "finding the host mapping of guest memory",
+                    source: kvm_ioctls::Error::new(libc::EFAULT),
+                })?;
+            let slot_region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the host range [host, host + len) is a live mapping owned by `mem`,
+            // which the caller keeps alive (the VMM holds it) for as long as the VM runs;
+            // slots do not overlap because the regions of a GuestMemoryMmap do not.
+            unsafe { self.fd.set_user_memory_region(slot_region) }.map_err(kvm_err(
+                "registering guest memory (KVM_SET_USER_MEMORY_REGION)",
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Makes a write to `event` raise interrupt line `gsi`.
+    pub fn register_irqfd(&self, event: &EventFd, gsi: u32) -> Result<(), VmError> {
+        self.fd
+            .register_irqfd(event, gsi)
+            .map_err(kvm_err("KVM_IRQFD"))
+    }
+
+    /// The VM file descriptor.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+}
