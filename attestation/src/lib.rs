@@ -4,3 +4,4 @@
 pub mod report;
 pub mod certs;
 pub mod verify;
+pub mod launch;
