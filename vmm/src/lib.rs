@@ -11,3 +11,4 @@ pub mod vstate;
 pub mod config;
 pub mod event_loop;
 pub mod builder;
+pub mod acpi;
