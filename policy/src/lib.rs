@@ -1,1 +1,18 @@
-//! cloister-policy
+//! The tenant policy: a TOML file ([`Policy`]) saying what a genuine SEV-SNP report must
+//! also satisfy (guest-policy bits, minimum SVN/TCB/firmware, exact IDs and measurements,
+//! VMPL, ID block and author key, mitigation vectors, platform info), the checks that
+//! apply it ([`Policy::check`]), and the [`Verdict`] that `cloister verify` prints.
+//!
+//! The policy covers every option of go-sev-guest's `validate.Options` (see
+//! `docs/verify-checks.md` for the side-by-side table). Defaults are secure: debug refused,
+//! migration agent refused, VMPL 0 required, provisional firmware refused, CXL refused.
+
+mod checks;
+mod file;
+mod verdict;
+
+pub use file::{Hex, MajorMinor, PlatformPolicy, Policy, PolicyError, Signer, TcbMinimum, Vmpl};
+pub use verdict::{Fact, Verdict};
+
+#[cfg(test)]
+mod tests;
