@@ -1,13 +1,404 @@
-//! `cloister measure`.
+//! `cloister measure`: predict an SEV-SNP guest's launch measurement offline.
+//!
+//! Flag-compatible with sev-snp-measure (same names, defaults and output) for the SNP
+//! modes: build the launch plan for QEMU + OVMF from the given firmware, kernel, initrd,
+//! command line and vCPUs, and print the launch digest it produces.
 
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Arguments of `cloister measure`.
+use base64::Engine as _;
+use cloister_attestation::launch::cpu_types::{self, CpuTypeError};
+use cloister_attestation::launch::{
+    qemu_ovmf_plan, LaunchDigest, LaunchPlan, PlanError, QemuOvmfParams, RegionRole, VmmType,
+    LD_SIZE,
+};
+use cloister_firmware::{OvmfError, OvmfImage, SevHashes};
+
+/// Arguments of `cloister measure` (the flags of sev-snp-measure).
 #[derive(Debug, clap::Args)]
-pub struct MeasureArgs {}
+pub struct MeasureArgs {
+    /// Guest mode: `snp` (launch digest) or `snp:ovmf-hash` (digest of the firmware pages
+    /// only, to pass later as --snp-ovmf-hash).
+    #[arg(long)]
+    pub mode: String,
+    /// Number of guest vCPUs.
+    #[arg(long, value_name = "N")]
+    pub vcpus: Option<u32>,
+    /// vCPU model, as QEMU's -cpu names it (EPYC, EPYC-v4, EPYC-Milan, EPYC-Genoa, ...).
+    #[arg(long, value_name = "CPUTYPE")]
+    pub vcpu_type: Option<String>,
+    /// vCPU signature (CPUID(1).EAX), decimal or 0x-prefixed hex.
+    #[arg(long, value_name = "VALUE", value_parser = parse_auto_int)]
+    pub vcpu_sig: Option<u64>,
+    /// vCPU family (with --vcpu-model and --vcpu-stepping).
+    #[arg(long, value_name = "FAMILY")]
+    pub vcpu_family: Option<u32>,
+    /// vCPU model number.
+    #[arg(long, value_name = "MODEL")]
+    pub vcpu_model: Option<u32>,
+    /// vCPU stepping.
+    #[arg(long, value_name = "STEPPING")]
+    pub vcpu_stepping: Option<u32>,
+    /// Hypervisor whose launch conventions to reproduce: QEMU, ec2 or gce.
+    #[arg(long, value_name = "VMMTYPE", default_value = "QEMU")]
+    pub vmm_type: String,
+    /// OVMF firmware image.
+    #[arg(long, value_name = "PATH")]
+    pub ovmf: PathBuf,
+    /// Kernel for measured direct boot (its SHA-256 goes into the SEV hashes table).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Initrd (use with --kernel).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line (use with --kernel).
+    #[arg(long, value_name = "CMDLINE")]
+    pub append: Option<String>,
+    /// SEV features of the guest's VMSAs, decimal or 0x-prefixed hex (default 0x1: SNP).
+    #[arg(long, value_name = "VALUE", value_parser = parse_auto_int, default_value = "0x1")]
+    pub guest_features: u64,
+    /// Output format of the measurement.
+    #[arg(long, value_enum, default_value = "hex")]
+    pub output_format: OutputFormat,
+    /// Precalculated digest of the OVMF pages (hex), used instead of hashing the image.
+    #[arg(long, value_name = "HASH")]
+    pub snp_ovmf_hash: Option<String>,
+    /// Write the measured VMSAs to vmsa<N>.bin in the current directory.
+    #[arg(long)]
+    pub dump_vmsa: bool,
+    /// Print "Calculated SEV_SNP guest measurement: ..." instead of the bare value.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Print a JSON object: the measurement and a summary of the launch plan.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the measurement is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Lower-case hex.
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// Why a measurement could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    /// A mode other than SNP.
+    #[error("mode {0:?} is not supported: cloister measures SEV-SNP guests (--mode snp or snp:ovmf-hash)")]
+    Mode(String),
+    /// Flags that need --kernel.
+    #[error("--kernel required when using {0}")]
+    NeedsKernel(&'static str),
+    /// --vcpus missing.
+    #[error("missing --vcpus N in guest mode 'snp'")]
+    NoVcpus,
+    /// No vCPU type or signature.
+    #[error("missing --vcpu-type or --vcpu-sig or --vcpu-family in guest mode 'snp'")]
+    NoVcpuType,
+    /// --vcpu-family without model and stepping.
+    #[error("--vcpu-family needs --vcpu-model and --vcpu-stepping")]
+    IncompleteFamily,
+    /// A signature that does not fit 32 bits.
+    #[error("--vcpu-sig {0:#x} does not fit in 32 bits")]
+    SignatureTooLarge(u64),
+    /// Unknown vCPU type.
+    #[error(transparent)]
+    VcpuType(#[from] CpuTypeError),
+    /// Unknown VMM type.
+    #[error("unknown VMM type {0:?} (valid: QEMU, ec2, gce)")]
+    VmmType(String),
+    /// A file could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        /// Which input.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The firmware is malformed.
+    #[error("{path}: {source}")]
+    Ovmf {
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong.
+        source: OvmfError,
+    },
+    /// The plan cannot be built.
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    /// Bad --snp-ovmf-hash.
+    #[error("--snp-ovmf-hash must be {LD_SIZE} bytes of hex (96 hex digits), got {0:?}")]
+    OvmfHash(String),
+    /// A VMSA dump could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
 
 /// Runs `cloister measure`.
-pub fn main(_args: MeasureArgs) -> ExitCode {
-    eprintln!("cloister measure: not implemented yet");
-    ExitCode::from(2)
+pub fn main(args: MeasureArgs) -> ExitCode {
+    match run(&args) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses an integer the way Python's `int(s, 0)` does for the common forms: decimal, or
+/// hex/octal/binary with a 0x/0o/0b prefix.
+fn parse_auto_int(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let lower = t.to_ascii_lowercase();
+    let parsed = if let Some(h) = lower.strip_prefix("0x") {
+        u64::from_str_radix(h, 16)
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        u64::from_str_radix(o, 8)
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        u64::from_str_radix(b, 2)
+    } else {
+        lower.parse::<u64>()
+    };
+    parsed.map_err(|_| format!("{s:?} is not a number (decimal, or 0x-prefixed hex)"))
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, MeasureError> {
+    std::fs::read(path).map_err(|source| MeasureError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn vcpu_signature(args: &MeasureArgs) -> Result<u32, MeasureError> {
+    if let Some(family) = args.vcpu_family {
+        let (Some(model), Some(stepping)) = (args.vcpu_model, args.vcpu_stepping) else {
+            return Err(MeasureError::IncompleteFamily);
+        };
+        return Ok(cpu_types::cpu_signature(family, model, stepping));
+    }
+    if let Some(sig) = args.vcpu_sig {
+        return u32::try_from(sig).map_err(|_| MeasureError::SignatureTooLarge(sig));
+    }
+    match &args.vcpu_type {
+        Some(name) => Ok(cpu_types::vcpu_signature(name)?),
+        None => Err(MeasureError::NoVcpuType),
+    }
+}
+
+fn vmm_type(name: &str) -> Result<VmmType, MeasureError> {
+    match name {
+        "QEMU" => Ok(VmmType::Qemu),
+        "ec2" => Ok(VmmType::Ec2),
+        "gce" => Ok(VmmType::Gce),
+        other => Err(MeasureError::VmmType(other.to_string())),
+    }
+}
+
+fn kernel_hashes(args: &MeasureArgs) -> Result<Option<SevHashes>, MeasureError> {
+    let Some(kernel_path) = &args.kernel else {
+        return Ok(None);
+    };
+    let open = |what, path: &Path| {
+        File::open(path).map_err(|source| MeasureError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let kernel = open("kernel", kernel_path)?;
+    let mut initrd = match &args.initrd {
+        // sev-snp-measure treats an empty path as "no initrd".
+        Some(p) if !p.as_os_str().is_empty() => Some(open("initrd", p)?),
+        _ => None,
+    };
+    let cmdline = args.append.as_deref().unwrap_or("");
+    let initrd_reader = initrd.as_mut().map(|f| f as &mut dyn std::io::Read);
+    SevHashes::from_readers(kernel, initrd_reader, cmdline.as_bytes())
+        .map(Some)
+        .map_err(|source| MeasureError::Read {
+            what: "kernel or initrd",
+            path: kernel_path.clone(),
+            source,
+        })
+}
+
+fn format_measurement(ld: &[u8; LD_SIZE], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Hex => hex::encode(ld),
+        OutputFormat::Base64 => base64::engine::general_purpose::STANDARD.encode(ld),
+    }
+}
+
+/// Computes the output text (measurement line or JSON) for `args`.
+pub fn run(args: &MeasureArgs) -> Result<String, MeasureError> {
+    let ovmf_only = match args.mode.as_str() {
+        "snp" | "sev-snp" | "SNP" | "SEV-SNP" => false,
+        "snp:ovmf-hash" => true,
+        other => return Err(MeasureError::Mode(other.to_string())),
+    };
+    if !ovmf_only {
+        if args.initrd.is_some() && args.kernel.is_none() {
+            return Err(MeasureError::NeedsKernel("--initrd"));
+        }
+        if args.append.is_some() && args.kernel.is_none() {
+            return Err(MeasureError::NeedsKernel("--append"));
+        }
+    }
+    let bytes = read("OVMF image", &args.ovmf)?;
+    let ovmf = OvmfImage::parse(&bytes).map_err(|source| MeasureError::Ovmf {
+        path: args.ovmf.clone(),
+        source,
+    })?;
+    if ovmf_only {
+        // The digest of the firmware pages alone.
+        let mut d = LaunchDigest::new();
+        for (i, page) in ovmf.bytes().chunks_exact(4096).enumerate() {
+            d.update_with_contents_hash(
+                cloister_attestation::launch::PageType::Normal,
+                ovmf.gpa() + (i as u64) * 4096,
+                cloister_attestation::launch::digest::sha384(page),
+            );
+        }
+        return Ok(hex::encode(d.digest()));
+    }
+    let vcpus = args.vcpus.ok_or(MeasureError::NoVcpus)?;
+    let vmm = vmm_type(&args.vmm_type)?;
+    let signature = match vcpu_signature(args) {
+        // EC2 and GCE put a fixed value in RDX; sev-snp-measure does not require a type.
+        Err(MeasureError::NoVcpuType) if vmm != VmmType::Qemu => 0,
+        other => other?,
+    };
+    let params = QemuOvmfParams {
+        vcpus,
+        vcpu_signature: signature,
+        guest_features: args.guest_features,
+        kernel_hashes: kernel_hashes(args)?,
+        vmm,
+    };
+    let plan = qemu_ovmf_plan(&ovmf, &params)?;
+    let ld = match &args.snp_ovmf_hash {
+        None => plan.measure(),
+        Some(h) => measure_with_ovmf_hash(&plan, h)?,
+    };
+    if args.dump_vmsa {
+        for r in plan.regions() {
+            if let (RegionRole::Vmsa { vcpu }, Some(b)) = (r.role(), r.bytes()) {
+                let path = PathBuf::from(format!("vmsa{vcpu}.bin"));
+                std::fs::write(&path, b).map_err(|source| MeasureError::Write { path, source })?;
+            }
+        }
+    }
+    let measurement = format_measurement(&ld, args.output_format);
+    if args.json {
+        return Ok(json_summary(args, &ovmf, &plan, &params, &measurement));
+    }
+    if args.verbose {
+        return Ok(format!(
+            "Calculated SEV_SNP guest measurement: {measurement}"
+        ));
+    }
+    Ok(measurement)
+}
+
+/// The digest when the firmware's pages are replaced by a precomputed digest of them.
+fn measure_with_ovmf_hash(
+    plan: &LaunchPlan<'_>,
+    hash: &str,
+) -> Result<[u8; LD_SIZE], MeasureError> {
+    let seed: [u8; LD_SIZE] = hex::decode(hash.trim())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| MeasureError::OvmfHash(hash.to_string()))?;
+    let mut d = LaunchDigest::with_seed(seed);
+    for page in plan.pages().filter(|p| p.role != RegionRole::Firmware) {
+        let contents = match page.contents {
+            Some(c) => cloister_attestation::launch::digest::sha384(c),
+            None => [0; LD_SIZE],
+        };
+        d.update_with_contents_hash(page.page_type, page.gpa, contents);
+    }
+    Ok(d.digest())
+}
+
+fn json_summary(
+    args: &MeasureArgs,
+    ovmf: &OvmfImage<'_>,
+    plan: &LaunchPlan<'_>,
+    params: &QemuOvmfParams,
+    measurement: &str,
+) -> String {
+    let summary = plan.summary();
+    let regions: Vec<serde_json::Value> = plan
+        .regions()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "gpa": format!("{:#x}", r.gpa()),
+                "length": r.len(),
+                "page_type": r.page_type().name(),
+                "role": r.role().to_string(),
+            })
+        })
+        .collect();
+    let hashes = params.kernel_hashes.map(|h| {
+        serde_json::json!({
+            "kernel_sha256": hex::encode(h.kernel),
+            "initrd_sha256": hex::encode(h.initrd),
+            "cmdline_sha256": hex::encode(h.cmdline),
+        })
+    });
+    let value = serde_json::json!({
+        "measurement": measurement,
+        "output_format": match args.output_format { OutputFormat::Hex => "hex", OutputFormat::Base64 => "base64" },
+        "mode": "snp",
+        "vmm_type": args.vmm_type,
+        "vcpus": summary.vcpus,
+        "vcpu_type": args.vcpu_type,
+        "vcpu_signature": format!("{:#x}", params.vcpu_signature),
+        "guest_features": format!("{:#x}", params.guest_features),
+        "ovmf": {
+            "path": args.ovmf.display().to_string(),
+            "gpa": format!("{:#x}", ovmf.gpa()),
+            "size": ovmf.bytes().len(),
+            "sev_es_reset_eip": ovmf.sev_es_reset_eip().map(|e| format!("{e:#x}")),
+        },
+        "kernel_hashes": hashes,
+        "pages_by_type": summary.pages_by_type,
+        "pages": summary.pages,
+        "bytes_measured": summary.bytes_measured,
+        "regions": regions,
+    });
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_integers_like_python_int_base_0() {
+        assert_eq!(parse_auto_int("0x1"), Ok(1));
+        assert_eq!(parse_auto_int("0X21"), Ok(0x21));
+        assert_eq!(parse_auto_int("33"), Ok(33));
+        assert_eq!(parse_auto_int("0b101"), Ok(5));
+        assert!(parse_auto_int("0xzz").is_err());
+        assert!(parse_auto_int("").is_err());
+        assert!(parse_auto_int("-1").is_err());
+    }
 }
