@@ -13,6 +13,7 @@ use kvm_ioctls::Kvm;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
+use crate::acpi;
 use crate::boot::e820::e820_map;
 use crate::boot::kernel::{load_initrd, load_kernel, write_cmdline, LoadError, LoadedKernel};
 use crate::boot::layout::{
@@ -99,6 +100,9 @@ pub enum BuildError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The ACPI tables could not be built or written.
+    #[error("cannot write the ACPI tables: {0}")]
+    Acpi(#[from] acpi::AcpiError),
     /// A disk could not be attached.
     #[error(transparent)]
     Disk(#[from] virtio::VirtioError),
@@ -255,7 +259,7 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     pio.insert(
         Arc::new(Mutex::new(AcpiSleepControl::new(exit.clone()))),
         ACPI_SLEEP_CONTROL_PORT,
-        1,
+        2,
     )
     .map_err(bus_err("the ACPI sleep control register"))?;
 
@@ -388,14 +392,26 @@ fn attach_virtio_disks(
 }
 
 /// Writes the ACPI tables (MADT for the vCPUs, DSDT for the virtio-mmio slots, FADT with
-/// the sleep control register); returns the RSDP's address, or `None` when this build
-/// writes none.
+/// the sleep control register); returns the RSDP's address for the zero page.
 fn write_acpi_tables(
-    _mem: &GuestMemoryMmap,
-    _vcpus: u8,
-    _slots: &[MmioSlot],
+    mem: &GuestMemoryMmap,
+    vcpus: u8,
+    slots: &[MmioSlot],
 ) -> Result<Option<u64>, BuildError> {
-    Ok(None)
+    let cfg = acpi::AcpiConfig {
+        vcpus,
+        virtio_mmio: slots
+            .iter()
+            .map(|s| acpi::MmioSlot {
+                base: s.base,
+                len: s.len,
+                gsi: s.gsi,
+            })
+            .collect(),
+        sleep_control_port: ACPI_SLEEP_CONTROL_PORT as u16,
+    };
+    let rsdp = acpi::write_tables(mem, &cfg)?;
+    Ok(Some(rsdp.0))
 }
 
 impl Vmm {
@@ -598,6 +614,51 @@ mod tests {
             VmExit::VcpuFailed(e) => assert!(e.to_string().contains("vCPU 0"), "{e}"),
             other => panic!("unexpected end: {other:?}"),
         }
+    }
+
+    fn run_builtin(image: &[u8], name: &str, cmdline: &str, cpus: u64) -> VmExit {
+        assert!(!image.is_empty(), "this build has no built-in test guest");
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join(name);
+        std::fs::write(&kernel, image).unwrap();
+        let console = dir.path().join("console.log");
+        let config = VmConfig::new(&VmRequest {
+            kernel: Some(kernel),
+            cmdline: Some(cmdline.to_string()),
+            cpus,
+            memory: "64M".into(),
+            serial: format!("file={}", console.display()),
+            ..Default::default()
+        })
+        .unwrap();
+        let end = build(&config, Path::new(KVM_PATH)).unwrap().run().unwrap();
+        let log = std::fs::read_to_string(&console).unwrap();
+        assert!(
+            log.contains(crate::test_guest::BOOT_MARKER),
+            "console: {log}"
+        );
+        assert!(log.contains("PASS"), "console: {log}");
+        end
+    }
+
+    /// The built-in guest as a bzImage: setup header parsed, entered at load + 0x200.
+    #[test]
+    fn kvm_boots_the_builtin_guest_as_bzimage() {
+        let end = run_builtin(
+            crate::test_guest::BZIMAGE,
+            "guest.bzImage",
+            "console=ttyS0 cloister_test.exit=5 cloister_test.cpus=2",
+            2,
+        );
+        assert!(matches!(end, VmExit::Guest(5)), "{end:?}");
+    }
+
+    /// Without an exit code the guest powers off through the ACPI sleep control
+    /// register the FADT describes: status 0.
+    #[test]
+    fn kvm_builtin_guest_powers_off_through_acpi() {
+        let end = run_builtin(crate::test_guest::ELF, "guest.elf", "console=ttyS0", 1);
+        assert!(matches!(end, VmExit::Guest(0)), "{end:?}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!   status 0, as a reboot stops a Firecracker microVM; enough of the controller is
 //!   emulated (CTR, self test) that a probing Linux driver does not stall;
 //! - the ACPI hardware-reduced sleep control register (0x3c0, described in the FADT):
-//!   SLP_EN with SLP_TYP 5 (S5, soft off) powers off with status 0.
+//!   SLP_EN with SLP_TYP 5 (S5, soft off) powers off with status 0. The sleep status
+//!   register follows it (0x3c1): it reads 0 and ignores writes (Linux clears WAK_STS
+//!   there before sleeping).
 
 use super::bus::BusDevice;
 use super::exit::ExitHandle;
@@ -154,7 +156,8 @@ const SLP_TYP_MASK: u8 = 0x7;
 /// The SLP_TYP value this platform assigns to S5 (the DSDT's `_S5_` package says 5).
 pub const SLP_TYP_S5: u8 = 5;
 
-/// The ACPI hardware-reduced sleep control register.
+/// The ACPI hardware-reduced sleep control register (offset 0) and sleep status
+/// register (offset 1).
 pub struct AcpiSleepControl {
     exit: ExitHandle,
 }
@@ -240,6 +243,10 @@ mod tests {
         dev.write(0, &[SLP_EN | (3 << 2)]); // S3
         dev.write(0, &[5 << 2]); // S5 without SLP_EN
         dev.write(0, &[SLP_EN | (5 << 2), 0]); // wrong width
+        dev.write(1, &[SLP_EN | (5 << 2)]); // the status register
+        let mut status = [0xffu8];
+        dev.read(1, &mut status);
+        assert_eq!(status, [0]);
         assert_eq!(exit.requested(), None);
         dev.write(0, &[SLP_EN | (5 << 2)]);
         assert_eq!(exit.requested(), Some(0));
