@@ -32,7 +32,7 @@ use crate::devices::virtio;
 use crate::event_loop::{self, LoopEnd, TerminalInput};
 use crate::memory::{create_guest_memory, low_ram_end, GuestMemoryMmap, MemoryError};
 use crate::vstate::vcpu::{kick_signal, register_kick_handler, Vcpu, VcpuError, VcpuStop};
-use crate::vstate::vm::{open_kvm, Vm, VmError, KVM_PATH};
+use crate::vstate::vm::{open_kvm, Vm, VmError};
 
 /// How long the monitor keeps kicking vCPU threads before it stops waiting for them.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -194,7 +194,7 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
 }
 
 /// Builds the VM described by `config` on the KVM device at `kvm_path` (normally
-/// [`KVM_PATH`]).
+/// [`crate::vstate::vm::KVM_PATH`]).
 pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     let kvm = open_kvm(kvm_path)?;
     let max = kvm.get_max_vcpus();
@@ -530,9 +530,9 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
     }
 }
 
-/// Builds and runs the VM on the default KVM device.
+/// Builds and runs the VM on the configured KVM device.
 pub fn build_and_run(config: &VmConfig) -> Result<VmExit, BuildError> {
-    build(config, Path::new(KVM_PATH))?.run()
+    build(config, &config.kvm_device)?.run()
 }
 
 #[cfg(test)]
@@ -541,6 +541,7 @@ mod tests {
     use super::*;
     use crate::boot::kernel::tests::tiny_elf;
     use crate::config::VmRequest;
+    use crate::vstate::vm::KVM_PATH;
 
     #[test]
     fn mmio_slots_follow_the_layout() {
@@ -601,6 +602,33 @@ mod tests {
             VmExit::Guest(code) => assert_eq!(code, 3, "e820 entries for a 32 MiB guest"),
             other => panic!("unexpected end: {other:?}"),
         }
+    }
+
+    fn run_code(code: &[u8]) -> VmExit {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("code.elf");
+        std::fs::write(&kernel, tiny_elf(code, 0x20_0000)).unwrap();
+        build(&config_for(&kernel, 1), Path::new(KVM_PATH))
+            .unwrap()
+            .run()
+            .unwrap()
+    }
+
+    /// `mov al, 0xfe; out 0x64, al` (i8042 CPU reset), then a debug exit with 9 that
+    /// must not be reached: the reset ends the VM with 0.
+    #[test]
+    fn kvm_i8042_reset_stops_the_vm_with_zero() {
+        let end = run_code(&[0xb0, 0xfe, 0xe6, 0x64, 0xb0, 0x09, 0xe6, 0xf4, 0xf4]);
+        assert!(matches!(end, VmExit::Guest(0)), "{end:?}");
+    }
+
+    /// `mov dx, 0x3c0; mov al, 0x34; out dx, al` (SLP_EN | SLP_TYP 5): power-off, 0.
+    #[test]
+    fn kvm_acpi_s5_powers_off_with_zero() {
+        let end = run_code(&[
+            0x66, 0xba, 0xc0, 0x03, 0xb0, 0x34, 0xee, 0xb0, 0x09, 0xe6, 0xf4, 0xf4,
+        ]);
+        assert!(matches!(end, VmExit::Guest(0)), "{end:?}");
     }
 
     /// A triple fault (`ud2` with no IDT) is a vCPU failure, not a guest exit code.

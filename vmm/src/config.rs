@@ -133,6 +133,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskSpec>,
     /// The serial console's destination.
     pub serial: SerialMode,
+    /// The KVM device to open.
+    pub kvm_device: PathBuf,
 }
 
 /// The user's request, as text, before validation.
@@ -152,6 +154,8 @@ pub struct VmRequest {
     pub disks: Vec<String>,
     /// `--serial`.
     pub serial: String,
+    /// `--kvm-device` (default [`crate::vstate::vm::KVM_PATH`]).
+    pub kvm_device: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -186,6 +190,10 @@ impl VmConfig {
             memory,
             disks,
             serial: req.serial.parse()?,
+            kvm_device: req
+                .kvm_device
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::vstate::vm::KVM_PATH)),
         })
     }
 }

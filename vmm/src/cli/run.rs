@@ -40,6 +40,9 @@ pub struct RunArgs {
     /// Serial console: stdio, file=PATH or off.
     #[arg(long, value_name = "stdio|file=PATH|off", default_value = "stdio")]
     pub serial: String,
+    /// The KVM device to open.
+    #[arg(long, value_name = "PATH", default_value = crate::vstate::vm::KVM_PATH)]
+    pub kvm_device: PathBuf,
 }
 
 /// Runs `cloister run`.
@@ -52,6 +55,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         memory: args.memory,
         disks: args.disk,
         serial: args.serial,
+        kvm_device: Some(args.kvm_device),
     };
     let config = match VmConfig::new(&request) {
         Ok(config) => config,

@@ -35,6 +35,9 @@ pub enum VmError {
         /// What the kernel said.
         source: std::io::Error,
     },
+    /// The path opened but is not a KVM device.
+    #[error("{0} is not a KVM device (KVM_GET_API_VERSION failed)")]
+    NotKvm(String),
     /// The host's KVM is too old.
     #[error("KVM API version {0} is not 12")]
     ApiVersion(i32),
@@ -69,6 +72,9 @@ pub fn open_kvm(path: &Path) -> Result<Kvm, VmError> {
         },
     })?;
     let version = kvm.get_api_version();
+    if version < 0 {
+        return Err(VmError::NotKvm(shown));
+    }
     if version != 12 {
         return Err(VmError::ApiVersion(version));
     }
@@ -138,5 +144,31 @@ impl Vm {
     /// The VM file descriptor.
     pub fn fd(&self) -> &VmFd {
         &self.fd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn tells_missing_from_not_kvm() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("kvm");
+        let err = open_kvm(&missing).err().unwrap();
+        assert!(matches!(err, VmError::KvmMissing(_)), "{err}");
+        std::fs::write(&missing, b"").unwrap();
+        let err = open_kvm(&missing).err().unwrap();
+        assert!(matches!(err, VmError::NotKvm(_)), "{err}");
+        assert!(err
+            .to_string()
+            .ends_with("is not a KVM device (KVM_GET_API_VERSION failed)"));
+    }
+
+    #[test]
+    fn opens_the_real_device() {
+        // Fails loudly on a host without a usable /dev/kvm.
+        open_kvm(Path::new(KVM_PATH)).unwrap();
     }
 }
