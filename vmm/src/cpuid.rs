@@ -13,6 +13,9 @@ pub struct VcpuTopology {
     pub index: u8,
     /// Number of vCPUs in the guest.
     pub count: u8,
+    /// Whether KVM emulates the LAPIC TSC-deadline timer (KVM_CAP_TSC_DEADLINE_TIMER);
+    /// KVM leaves the bit out of its supported set because it is emulated.
+    pub tsc_deadline: bool,
 }
 
 /// CPU vendor, from leaf 0.
@@ -37,6 +40,7 @@ mod leaf1 {
         pub const TM2: u32 = 1 << 8;
         pub const XTPR: u32 = 1 << 14;
         pub const PDCM: u32 = 1 << 15;
+        pub const TSC_DEADLINE: u32 = 1 << 24;
         pub const HYPERVISOR: u32 = 1 << 31;
     }
     pub mod edx {
@@ -123,6 +127,9 @@ pub fn filter_cpuid(entries: &mut Vec<kvm_cpuid_entry2>, topo: VcpuTopology) {
                 entry.ebx =
                     (entry.ebx & 0xff) | (8 << 8) | ((count & 0xff) << 16) | (apic_id << 24);
                 entry.ecx |= leaf1::ecx::HYPERVISOR;
+                if topo.tsc_deadline {
+                    entry.ecx |= leaf1::ecx::TSC_DEADLINE;
+                }
                 entry.ecx &= !(leaf1::ecx::DTES64
                     | leaf1::ecx::MONITOR
                     | leaf1::ecx::DS_CPL
@@ -246,7 +253,14 @@ mod tests {
     #[test]
     fn leaf1_carries_apic_id_count_and_hypervisor_bit() {
         let mut e = host(b"AuthenticAMD");
-        filter_cpuid(&mut e, VcpuTopology { index: 3, count: 4 });
+        filter_cpuid(
+            &mut e,
+            VcpuTopology {
+                index: 3,
+                count: 4,
+                tsc_deadline: true,
+            },
+        );
         let l1 = find(&e, 1, 0);
         assert_eq!(l1.ebx >> 24, 3);
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
@@ -255,11 +269,24 @@ mod tests {
         assert_eq!(l1.ecx & (1 << 5), 0, "VMX masked");
         assert_eq!(l1.ecx & (1 << 3), 0, "MONITOR masked");
         assert_ne!(l1.edx & (1 << 28), 0, "HTT with 4 vCPUs");
+        assert_ne!(l1.ecx & (1 << 24), 0, "TSC deadline offered");
         assert_eq!(l1.eax, 0x00a2_0f10, "signature untouched");
 
         let mut single = host(b"AuthenticAMD");
-        filter_cpuid(&mut single, VcpuTopology { index: 0, count: 1 });
+        filter_cpuid(
+            &mut single,
+            VcpuTopology {
+                index: 0,
+                count: 1,
+                tsc_deadline: false,
+            },
+        );
         assert_eq!(find(&single, 1, 0).edx & (1 << 28), 0);
+        assert_ne!(
+            find(&single, 1, 0).ecx & (1 << 24),
+            0,
+            "host bit kept as KVM gave it"
+        );
         assert_eq!(
             find(&single, 0x8000_0001, 0).ecx & 0b110,
             0,
@@ -270,7 +297,14 @@ mod tests {
     #[test]
     fn extended_topology_is_rebuilt_per_vcpu() {
         let mut e = host(b"GenuineIntel");
-        filter_cpuid(&mut e, VcpuTopology { index: 5, count: 6 });
+        filter_cpuid(
+            &mut e,
+            VcpuTopology {
+                index: 5,
+                count: 6,
+                tsc_deadline: false,
+            },
+        );
         let levels: Vec<_> = e.iter().filter(|l| l.function == 0xb).collect();
         assert_eq!(levels.len(), 3);
         let smt = find(&e, 0xb, 0);
@@ -290,7 +324,14 @@ mod tests {
     #[test]
     fn intel_cache_leaf_reports_cores() {
         let mut e = host(b"GenuineIntel");
-        filter_cpuid(&mut e, VcpuTopology { index: 0, count: 4 });
+        filter_cpuid(
+            &mut e,
+            VcpuTopology {
+                index: 0,
+                count: 4,
+                tsc_deadline: false,
+            },
+        );
         let l1d = find(&e, 4, 0);
         assert_eq!(l1d.eax >> 26, 3);
         assert_eq!((l1d.eax >> 14) & 0xfff, 0);
@@ -302,7 +343,14 @@ mod tests {
     #[test]
     fn amd_leaves_report_cores_and_apic_ids() {
         let mut e = host(b"AuthenticAMD");
-        filter_cpuid(&mut e, VcpuTopology { index: 2, count: 3 });
+        filter_cpuid(
+            &mut e,
+            VcpuTopology {
+                index: 2,
+                count: 3,
+                tsc_deadline: false,
+            },
+        );
         let l8 = find(&e, 0x8000_0008, 0);
         assert_eq!(l8.ecx & 0xff, 2);
         assert_eq!((l8.ecx >> 12) & 0xf, 2);
@@ -314,7 +362,14 @@ mod tests {
     #[test]
     fn no_pmu_and_no_power_management() {
         let mut e = host(b"GenuineIntel");
-        filter_cpuid(&mut e, VcpuTopology { index: 0, count: 1 });
+        filter_cpuid(
+            &mut e,
+            VcpuTopology {
+                index: 0,
+                count: 1,
+                tsc_deadline: false,
+            },
+        );
         let pmu = find(&e, 0xa, 0);
         assert_eq!((pmu.eax, pmu.edx), (0, 0));
         let pm = find(&e, 6, 0);

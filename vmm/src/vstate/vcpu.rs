@@ -284,11 +284,13 @@ impl Vcpu {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(self.setup_err("KVM_GET_SUPPORTED_CPUID"))?;
         let mut entries = supported.as_slice().to_vec();
+        let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
         filter_cpuid(
             &mut entries,
             VcpuTopology {
                 index: self.index,
                 count,
+                tsc_deadline,
             },
         );
         let cpuid = CpuId::from_entries(&entries).map_err(|_| VcpuError::Setup {
