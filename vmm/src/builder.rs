@@ -442,12 +442,11 @@ impl Vmm {
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
+                    // Wakes the event loop however this thread ends, a panic included.
+                    let _signal_end = SignalEnd { index, ended };
                     let result = vcpu.run(&thread_stop);
                     // The receiver lives until every thread is joined.
                     let _ = tx.send((index, result));
-                    if let Err(e) = ended.write(1) {
-                        log::error!("vCPU {index}: cannot signal its end: {e}");
-                    }
                 });
             match spawned {
                 Ok(handle) => threads.push(handle),
@@ -478,20 +477,28 @@ impl Vmm {
         if let LoopEnd::Signal(num) = end {
             return Ok(VmExit::Signal(num));
         }
-        let mut vanished = false;
         for (index, result) in rx.try_iter() {
             match result {
                 Err(e) => return Ok(VmExit::VcpuFailed(e)),
-                Ok(stop) => {
-                    log::debug!("vCPU {index} ended: {stop:?}");
-                    vanished = true;
-                }
+                Ok(stop) => log::debug!("vCPU {index} ended: {stop:?}"),
             }
         }
-        if vanished {
-            return Ok(VmExit::VcpuVanished);
-        }
+        // A vCPU thread ended with neither an error nor an exit request (or panicked).
         Ok(VmExit::VcpuVanished)
+    }
+}
+
+/// Writes the "a vCPU thread ended" event when dropped.
+struct SignalEnd {
+    index: u8,
+    ended: Arc<EventFd>,
+}
+
+impl Drop for SignalEnd {
+    fn drop(&mut self) {
+        if let Err(e) = self.ended.write(1) {
+            log::error!("vCPU {}: cannot signal its end: {e}", self.index);
+        }
     }
 }
 
