@@ -1,0 +1,159 @@
+//! Real Linux under real KVM: Debian's own kernel boots under `cloister run` one level
+//! down, in the nested-KVM harness (`tests/nested/run.sh`).
+//!
+//! The outer VM is QEMU in software emulation (TCG, `-cpu EPYC,+svm,+npt`); Debian's
+//! kvm_amd inside it provides the /dev/kvm that a statically linked `cloister` uses to boot
+//! the same Debian kernel with a busybox initramfs. The inner guest loads the virtio
+//! modules, reports what it sees on its serial console and powers off. The test asserts
+//! that Linux reached its init, saw both vCPUs and the virtio-blk disk with the marker the
+//! harness wrote into it, and that cloister exited with status 0.
+//!
+//! The outer VM is TCG, so this test needs no /dev/kvm on the host; it needs the Debian
+//! packages that `scripts/install-deps.sh` installs, and apt access to download the kernel.
+//! When any of that is missing it fails and says what is missing; it never skips.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The whole harness (static cloister build, outer boot, inner boot) must finish within
+/// this; CI's budget is 90 minutes for everything.
+const TEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// The outer VM alone (passed to the harness, which kills QEMU when it expires).
+const OUTER_TIMEOUT_SECS: u32 = 420;
+/// One inner boot (enforced inside the outer VM).
+const INNER_TIMEOUT_SECS: u32 = 300;
+/// The first bytes of the inner guest's disk, written by the harness.
+const DISK_MARKER: &str = "CLOISTER-NESTED-DISK-OK";
+/// The disk is 1 MiB: 2048 sectors of 512 bytes.
+const DISK_SECTORS: &str = "2048";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Runs the harness; returns its exit success and everything it printed (the outer
+/// serial console, which carries the inner console, then the harness's own errors).
+fn run_harness() -> (bool, String) {
+    let root = repo_root();
+    let log = tempfile::NamedTempFile::new().expect("temporary log file");
+    let mut child = Command::new("bash")
+        .arg(root.join("tests/nested/run.sh"))
+        .args(["--vmm", "cloister", "--runs", "1"])
+        .args(["--timeout", &OUTER_TIMEOUT_SECS.to_string()])
+        .args(["--inner-timeout", &INNER_TIMEOUT_SECS.to_string()])
+        .arg("--log")
+        .arg(log.path())
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start bash tests/nested/run.sh");
+
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the harness") {
+            break Some(status);
+        }
+        if start.elapsed() > TEST_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let out = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&out).replace('\r', "");
+    text.push_str("\n--- harness stderr ---\n");
+    text.push_str(&String::from_utf8_lossy(&err));
+    match status {
+        Some(status) => (status.success(), text),
+        None => {
+            text.push_str(&format!(
+                "\n--- the harness did not finish within {}s and was killed ---\n",
+                TEST_TIMEOUT.as_secs()
+            ));
+            (false, text)
+        }
+    }
+}
+
+/// The text after `prefix` on the first output line that contains it.
+fn field<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {
+    output
+        .lines()
+        .find_map(|line| line.find(prefix).map(|at| line[at + prefix.len()..].trim()))
+}
+
+/// The value of `key=` in a line of space-separated `key=value` pairs.
+fn value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
+
+#[test]
+fn debian_linux_boots_under_cloister_in_nested_kvm() {
+    let (ok, output) = run_harness();
+    let fail = |what: &str| -> ! {
+        panic!(
+            "nested Linux under cloister: {what}\n--- serial log and harness output ---\n{output}"
+        )
+    };
+    if !ok {
+        fail("the harness failed (see its error at the end of the log)");
+    }
+    if !output.contains("NESTED-OUTER: kvm ok") {
+        fail("the outer VM has no /dev/kvm (kvm-amd did not load)");
+    }
+    let run = field(&output, "NESTED-RUN: vmm=cloister run=1")
+        .unwrap_or_else(|| fail("the outer VM printed no result line for the cloister run"));
+    if value(run, "marker_s").is_none_or(|v| v == "none") {
+        fail("the inner Linux never reached its init (no NESTED-LINUX: marker)");
+    }
+    match field(&output, "NESTED-LINUX: cpus=") {
+        Some(cpus) if cpus.split_whitespace().next() == Some("2") => {}
+        Some(cpus) => fail(&format!("the inner Linux saw cpus={cpus}, expected 2")),
+        None => fail("the inner Linux printed no CPU count"),
+    }
+    let vda = field(&output, "NESTED-LINUX: vda=")
+        .unwrap_or_else(|| fail("the inner Linux printed no disk result"));
+    if !vda.starts_with("present") {
+        fail(&format!("the inner Linux has no /dev/vda: vda={vda}"));
+    }
+    if value(vda, "sectors") != Some(DISK_SECTORS) {
+        fail(&format!(
+            "/dev/vda has the wrong size: {vda} (expected sectors={DISK_SECTORS})"
+        ));
+    }
+    if value(vda, "head") != Some(DISK_MARKER) {
+        fail(&format!(
+            "/dev/vda does not start with {DISK_MARKER}: {vda}"
+        ));
+    }
+    if !output.contains("NESTED-LINUX: done") {
+        fail("the inner Linux did not finish its checks");
+    }
+    if value(run, "exit") != Some("0") {
+        fail(&format!("cloister did not exit with status 0: {run}"));
+    }
+}
