@@ -10,7 +10,7 @@
 use crate::guid::{
     Guid, SEV_CMDLINE_ENTRY, SEV_HASH_TABLE_HEADER, SEV_INITRD_ENTRY, SEV_KERNEL_ENTRY,
 };
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
 use std::io::{self, Read};
 
 /// Length of one table entry: GUID, `u16` length, SHA-256.
@@ -47,8 +47,8 @@ impl SevHashes {
     /// `cmdline` is given without its NUL, which is appended here as QEMU does.
     pub fn from_contents(kernel: &[u8], initrd: Option<&[u8]>, cmdline: &[u8]) -> Self {
         SevHashes {
-            kernel: Sha256::digest(kernel).into(),
-            initrd: Sha256::digest(initrd.unwrap_or_default()).into(),
+            kernel: sha256(kernel),
+            initrd: sha256(initrd.unwrap_or_default()),
             cmdline: cmdline_hash(cmdline),
         }
     }
@@ -62,7 +62,7 @@ impl SevHashes {
         let kernel = sha256_reader(kernel)?;
         let initrd = match initrd {
             Some(r) => sha256_reader(r)?,
-            None => Sha256::digest([]).into(),
+            None => sha256(&[]),
         };
         Ok(SevHashes {
             kernel,
@@ -105,15 +105,27 @@ impl SevHashes {
     }
 }
 
+fn finish(h: Context) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(h.finish().as_ref());
+    out
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut h = Context::new(&SHA256);
+    h.update(bytes);
+    finish(h)
+}
+
 fn cmdline_hash(cmdline: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
+    let mut h = Context::new(&SHA256);
     h.update(cmdline);
-    h.update([0u8]);
-    h.finalize().into()
+    h.update(&[0u8]);
+    finish(h)
 }
 
 fn sha256_reader(mut r: impl Read) -> io::Result<[u8; 32]> {
-    let mut h = Sha256::new();
+    let mut h = Context::new(&SHA256);
     let mut buf = vec![0u8; 1 << 16];
     loop {
         match r.read(&mut buf) {
@@ -123,7 +135,7 @@ fn sha256_reader(mut r: impl Read) -> io::Result<[u8; 32]> {
             Err(e) => return Err(e),
         }
     }
-    Ok(h.finalize().into())
+    Ok(finish(h))
 }
 
 #[cfg(test)]
