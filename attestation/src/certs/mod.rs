@@ -511,3 +511,13 @@ pub(crate) fn looks_like_pem(bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+impl std::fmt::Display for SignatureAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RsaPssSha384 => f.write_str("RSASSA-PSS SHA-384"),
+            Self::EcdsaSha384 => f.write_str("ECDSA SHA-384"),
+            Self::Other(s) => f.write_str(s),
+        }
+    }
+}

@@ -5,6 +5,10 @@ use super::{rfc3339, Check, VerifyOptions};
 use crate::certs::{builtin_roots, CertBundle, CertRole, Certificate, PublicKey, SignatureAlg};
 use crate::report::Generation;
 
+/// The distinguished name AMD uses before the common name, as x509-parser prints it.
+const AMD_DN_PREFIX: &str =
+    "OU=Engineering, C=US, L=Santa Clara, ST=CA, O=Advanced Micro Devices, CN=";
+
 /// A chain whose checks have run; reusable for many reports of the same chip.
 #[derive(Debug, Clone)]
 pub struct VerifiedChain {
@@ -127,6 +131,15 @@ impl VerifiedChain {
             ));
         }
 
+        if kind == CertRole::Vlek {
+            checks.push(Check::new(
+                "vlek.csp_id",
+                vek.amd.csp_id.as_deref().is_some_and(|s| !s.is_empty()),
+                "a CSP-ID extension (1.3.6.1.4.1.3704.1.5) naming the cloud provider",
+                vek.amd.csp_id.clone().unwrap_or_else(|| "absent".into()),
+            ));
+        }
+
         if let Some(crl) = &opts.crl {
             let sig = crl.verify_signed_by(ark);
             checks.push(Check::new(
@@ -223,20 +236,29 @@ fn cert_checks(
             CertRole::Vlek => format!("SEV-VLEK-{generation}"),
         };
         let chained = cert.issuer_der == issuer.subject_der;
+        let amd_dn = |dn: &str, cn: &str| dn == format!("{AMD_DN_PREFIX}{cn}");
+        let located =
+            amd_dn(&cert.subject, &cert.subject_cn) && amd_dn(&cert.issuer, &cert.issuer_cn);
+        let mut found = format!(
+            "subject CN {}, issuer CN {}",
+            cert.subject_cn, cert.issuer_cn
+        );
+        if !chained {
+            found.push_str(", issuer name differs from the signer's subject");
+        }
+        if !located {
+            found.push_str(&format!(
+                ", names are {:?} / {:?}",
+                cert.subject, cert.issuer
+            ));
+        }
         checks.push(Check::new(
             format!("{name}.names"),
-            cert.subject_cn == want_subject && cert.issuer_cn == want_issuer && chained,
-            format!("subject CN {want_subject}, issuer CN {want_issuer} (= issuer's subject)"),
+            cert.subject_cn == want_subject && cert.issuer_cn == want_issuer && chained && located,
             format!(
-                "subject CN {}, issuer CN {}{}",
-                cert.subject_cn,
-                cert.issuer_cn,
-                if chained {
-                    ""
-                } else {
-                    ", issuer name differs from the signer's subject"
-                }
+                "subject CN {want_subject}, issuer CN {want_issuer} (= issuer's subject), AMD's OU/C/L/ST/O"
             ),
+            found,
         ));
     } else {
         checks.push(Check::skip(
@@ -297,7 +319,7 @@ fn cert_checks(
             sig_ok && key_ok,
             format!("RSASSA-PSS SHA-384 salt 48 signature, {key_want} key"),
             format!(
-                "{:?}{} signature, {} key",
+                "{}{} signature, {} key",
                 cert.signature_alg,
                 if cert.signature_alg_consistent {
                     ""

@@ -149,6 +149,16 @@ pub(super) fn check_report(
         ));
     }
 
+    // The host may report a TCB below the current one, never above it.
+    let reported = report.reported_tcb.parts(generation);
+    let current = report.current_tcb.parts(generation);
+    checks.push(Check::new(
+        "report.tcb_order",
+        current.at_least(&reported),
+        "REPORTED_TCB at most CURRENT_TCB in every component",
+        format!("REPORTED_TCB {reported}, CURRENT_TCB {current}"),
+    ));
+
     // hwID equals CHIP_ID (VCEK only; masked CHIP_ID cannot be compared).
     let name = format!("{vek_name}.hwid");
     let len = generation.hwid_len();
