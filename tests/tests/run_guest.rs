@@ -384,6 +384,58 @@ fn readonly_disk_refuses_write() {
     );
 }
 
+#[test]
+fn write_past_the_end_is_refused_by_the_device() {
+    let disk = disk_image(8, 4);
+    let before = fs::read(disk.path()).unwrap();
+    let run = run(&[
+        "--disk",
+        &path_arg(&disk, false),
+        "--cmdline",
+        "cloister_test.write=8:past cloister_test.exit=0",
+    ]);
+    run.expect_pass(0);
+    run.expect_line("DISK WRITE sector 8 IOERR");
+    assert_eq!(
+        fs::read(disk.path()).unwrap(),
+        before,
+        "the disk file changed"
+    );
+}
+
+#[test]
+fn two_disks_are_read_in_order() {
+    let first = disk_image(4, 5);
+    let second = disk_image(6, 6);
+    let run = run(&[
+        "--disk",
+        &path_arg(&first, false),
+        "--disk",
+        &path_arg(&second, true),
+        "--cmdline",
+        "cloister_test.exit=0",
+    ]);
+    run.expect_pass(0);
+    let hashes: Vec<String> = run
+        .guest_lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("DISK SHA256 "))
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = [&first, &second]
+        .iter()
+        .map(|f| hex::encode(Sha256::digest(fs::read(f.path()).unwrap())))
+        .collect();
+    run.check(hashes == expected, "disk hashes differ from the files'");
+}
+
+#[test]
+fn guest_reports_a_parameter_it_cannot_parse() {
+    let run = run(&["--cmdline", "cloister_test.exit=300"]);
+    run.expect_line("FAIL cannot parse command-line parameter: cloister_test.exit=300");
+    run.expect_code(GUEST_FAILURE);
+}
+
 fn check_cpus(cpus: u32) {
     let n = cpus.to_string();
     let cmdline = format!("cloister_test.cpus={cpus} cloister_test.exit=0");

@@ -7,7 +7,8 @@
 //! - `cloister_test.exit=N`: end with exit code N (0..=255) through I/O port 0xf4 instead
 //!   of powering off through the ACPI sleep control register (I/O port 0x3c0).
 //! - `cloister_test.write=SECTOR:TEXT`: fill 512-byte sector SECTOR of the first disk with
-//!   TEXT repeated, flush, read it back and compare.
+//!   TEXT repeated, flush, read it back and compare. On a read-only disk or past the
+//!   disk's end the write is sent anyway and must be refused with IOERR.
 //! - `cloister_test.cpus=N`: the number of CPUs the MP table and the MADT must list.
 //! - `virtio_mmio.device=SIZE@BASE:IRQ[:ID]`: a virtio-mmio device (Linux's syntax).
 

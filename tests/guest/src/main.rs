@@ -128,8 +128,8 @@ extern "C" fn guest_main(info: u64, kind: u64) -> ! {
 
     check_e820(&boot, &params, &mut report);
     check_cpus(&boot, &params, &mut report);
-    for device in params.devices.iter().flatten() {
-        check_disk(device, &params, &mut report);
+    for (index, device) in params.devices.iter().flatten().enumerate() {
+        check_disk(device, index == 0, &params, &mut report);
     }
     finish(&report, params.exit);
 }
@@ -255,7 +255,8 @@ fn check_cpus(boot: &BootInfo, params: &TestParams, report: &mut Report) {
     }
 }
 
-fn check_disk(device: &MmioDevice, params: &TestParams, report: &mut Report) {
+/// Brings up the disk at `device`, hashes it and, for the first disk, does the write test.
+fn check_disk(device: &MmioDevice, first: bool, params: &TestParams, report: &mut Report) {
     let mut disk = match VirtioBlk::init(device.base) {
         Ok(disk) => disk,
         Err(error) => {
@@ -289,7 +290,7 @@ fn check_disk(device: &MmioDevice, params: &TestParams, report: &mut Report) {
     });
 
     hash_disk(&mut disk, report);
-    if let Some((sector, text)) = params.write {
+    if let (true, Some((sector, text))) = (first, params.write) {
         write_disk(&mut disk, sector, text, report);
     }
     disk.reset();
@@ -345,22 +346,18 @@ fn hash_disk(disk: &mut VirtioBlk, report: &mut Report) {
     serial::write(b"\n");
 }
 
-/// Fills `sector` with `text` repeated, flushes, reads it back. On a read-only disk the
-/// write is still sent, as a probe that the device refuses it, and the sector must be
-/// unchanged afterwards.
+/// Fills `sector` with `text` repeated, flushes, reads it back. On a read-only disk, or
+/// beyond the disk's end, the write is still sent, as a probe that the device refuses it
+/// (IOERR); a read-only disk's sector must be unchanged afterwards.
 fn write_disk(disk: &mut VirtioBlk, sector: u64, text: &[u8], report: &mut Report) {
-    if sector >= disk.capacity {
-        report.fail();
-        serial::write(b"DISK WRITE sector ");
-        serial::write_dec(sector);
-        serial::write(b" is beyond the disk's capacity\n");
-        return;
-    }
+    let beyond_end = sector >= disk.capacity;
     let mut before = [0u8; SECTOR];
-    let status = disk.read(sector, &mut before);
-    if status != BlkStatus::Ok {
-        request_failed(report, b"DISK read", sector, status);
-        return;
+    if !beyond_end {
+        let status = disk.read(sector, &mut before);
+        if status != BlkStatus::Ok {
+            request_failed(report, b"DISK read", sector, status);
+            return;
+        }
     }
     let mut pattern = [0u8; SECTOR];
     for (b, t) in pattern.iter_mut().zip(text.iter().cycle()) {
@@ -373,6 +370,17 @@ fn write_disk(disk: &mut VirtioBlk, sector: u64, text: &[u8], report: &mut Repor
     serial::write(b" ");
     write_status(status);
     serial::write(b"\n");
+    if beyond_end {
+        if status == BlkStatus::IoErr {
+            line(b"DISK WRITE beyond the end refused by the disk, as it must be");
+        } else {
+            report.fail();
+            serial::write(b"DISK WRITE beyond the disk's end (capacity ");
+            serial::write_dec(disk.capacity);
+            serial::write(b" sectors) was not refused with IOERR\n");
+        }
+        return;
+    }
     let expected = match (status, disk.read_only) {
         (BlkStatus::Ok, false) => &pattern,
         (BlkStatus::IoErr, true) => {
