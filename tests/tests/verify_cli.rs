@@ -397,3 +397,30 @@ fn unusable_input_exits_2_with_a_clear_message() {
     assert!(r.stderr.contains("VERSION"), "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"));
 }
+
+#[test]
+fn crl_from_amd_is_checked() {
+    let crl = workspace_root().join("attestation/tests/data/amd-milan.crl.pem");
+    let crl = crl.display().to_string();
+    let base = [
+        "--report",
+        &v("milan-v2-vcek/report.bin"),
+        "--vek",
+        &v("milan-v2-vcek/vek.der"),
+        "--crl",
+        &crl,
+    ];
+    let mut fresh = base.to_vec();
+    fresh.extend(["--at", "2025-12-01T00:00:00Z"]);
+    let r = verify(&fresh);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("pass   crl.signature"), "{}", r.stdout);
+    // Checked now, after its nextUpdate, the CRL is stale.
+    let r = verify(&base);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("REJECTED (1 failed: crl.validity)"),
+        "{}",
+        r.stdout
+    );
+}
