@@ -223,9 +223,11 @@ make_cpio() { # $1 = root dir, $2 = output file; $3 = "gzip" to compress
 }
 
 # --- 3. Inner guest: initramfs and marker disk ------------------------------------------
-work="$cache/work"
-rm -rf "$work"
-mkdir -p "$work"
+# One work directory per invocation (a benchmark and a test may run at the same time);
+# removed on exit unless --prepare-only asked to keep it.
+work="$(mktemp -d "$cache/work.XXXXXX")"
+keep_work=0
+trap '[ "$keep_work" -eq 1 ] || rm -rf "$work"' EXIT
 
 inner_root="$work/inner-root"
 mkdir -p "$inner_root/bin"
@@ -309,6 +311,7 @@ echo "nested harness: kernel $kpkg, outer initramfs $(du -h "$work/outer-initrd.
   "inner VMMs: $vmm_list, runs: $runs" >&2
 
 if [ "$prepare_only" -eq 1 ]; then
+  keep_work=1
   echo "nested harness: prepared in $work" >&2
   exit 0
 fi
