@@ -1,7 +1,7 @@
 //! SEV-SNP attestation: the report format, certificate chains and report verification,
 //! and the launch side: launch plan, launch digest (PAGE_INFO chain) and VMSA.
 
-pub mod report;
 pub mod certs;
-pub mod verify;
 pub mod launch;
+pub mod report;
+pub mod verify;
