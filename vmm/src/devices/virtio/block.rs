@@ -342,7 +342,7 @@ impl<B: DiskBackend> Block<B> {
         mem: &GuestMemoryMmap,
         written: &mut u32,
     ) -> Result<(), RequestError> {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = bounce_buffer(data);
         for desc in data {
             let mut done = 0usize;
             while done < desc.len as usize {
@@ -365,7 +365,7 @@ impl<B: DiskBackend> Block<B> {
         mut offset: u64,
         mem: &GuestMemoryMmap,
     ) -> Result<(), RequestError> {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = bounce_buffer(data);
         for desc in data {
             let mut done = 0usize;
             while done < desc.len as usize {
@@ -380,6 +380,13 @@ impl<B: DiskBackend> Block<B> {
         }
         Ok(())
     }
+}
+
+/// A buffer for moving data between the image and guest memory: as large as the
+/// largest descriptor, at most [`CHUNK`].
+fn bounce_buffer(data: &[Descriptor]) -> Vec<u8> {
+    let largest = data.iter().map(|d| d.len as usize).max().unwrap_or(0);
+    vec![0u8; largest.min(CHUNK)]
 }
 
 /// Every data descriptor must be device-writable (`writable`) or device-readable.
