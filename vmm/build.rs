@@ -75,6 +75,16 @@ fn build() -> Result<(), String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
+    // Surface the guest's own warnings; the sse2 one is expected (see the top).
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for line in stderr.lines().filter(|l| l.starts_with("warning")) {
+        if !line.contains("`sse2`")
+            && !line.contains("warning emitted")
+            && !line.contains("warnings emitted")
+        {
+            println!("cargo:warning=test guest: {line}");
+        }
+    }
     let elf = fs::read(&elf_path).map_err(|e| format!("reading {}: {e}", elf_path.display()))?;
     let image = flat_image(&elf)?;
     let bzimage = bzimage(&image)?;

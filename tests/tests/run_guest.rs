@@ -436,6 +436,18 @@ fn guest_reports_a_parameter_it_cannot_parse() {
     run.expect_code(GUEST_FAILURE);
 }
 
+#[test]
+fn guest_exceptions_are_reported() {
+    for (fault, line) in [
+        ("ud", "FAIL exception 6 (#UD invalid opcode) at rip "),
+        ("pf", "FAIL exception 14 (#PF page fault) at rip "),
+    ] {
+        let run = run(&["--cmdline", &format!("cloister_test.fault={fault}")]);
+        run.check(run.has_line_starting(line), &format!("expected {line}..."));
+        run.expect_code(GUEST_FAILURE);
+    }
+}
+
 fn check_cpus(cpus: u32) {
     let n = cpus.to_string();
     let cmdline = format!("cloister_test.cpus={cpus} cloister_test.exit=0");

@@ -10,6 +10,8 @@
 //!   TEXT repeated, flush, read it back and compare. On a read-only disk or past the
 //!   disk's end the write is sent anyway and must be refused with IOERR.
 //! - `cloister_test.cpus=N`: the number of CPUs the MP table and the MADT must list.
+//! - `cloister_test.fault=ud|pf`: after the checks, raise an invalid-opcode or page-fault
+//!   exception (tests that a fault is reported and ends the VM with the failure code).
 //! - `virtio_mmio.device=SIZE@BASE:IRQ[:ID]`: a virtio-mmio device (Linux's syntax).
 
 /// Most virtio-mmio devices the guest looks at.
@@ -37,8 +39,19 @@ pub struct TestParams<'a> {
     pub write: Option<(u64, &'a [u8])>,
     /// Expected CPU count.
     pub cpus: Option<u32>,
+    /// Exception to raise at the end.
+    pub fault: Option<Fault>,
     /// virtio-mmio devices, in command-line order.
     pub devices: [Option<MmioDevice>; MAX_DEVICES],
+}
+
+/// An exception the guest can be asked to raise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// `ud2`: invalid opcode (vector 6).
+    InvalidOpcode,
+    /// A read above the 4 GiB identity map: page fault (vector 14).
+    PageFault,
 }
 
 /// A parameter the guest understands but could not parse.
@@ -71,6 +84,12 @@ impl<'a> TestParams<'a> {
                 b"cloister_test.cpus" => parse_u64(value)
                     .and_then(|v| u32::try_from(v).ok())
                     .map(|v| params.cpus = Some(v)),
+                b"cloister_test.fault" => match value {
+                    b"ud" => Some(Fault::InvalidOpcode),
+                    b"pf" => Some(Fault::PageFault),
+                    _ => None,
+                }
+                .map(|f| params.fault = Some(f)),
                 b"cloister_test.write" => parse_write(value).map(|w| params.write = Some(w)),
                 b"virtio_mmio.device" => parse_device(value).map(|d| {
                     if next_device < MAX_DEVICES {

@@ -10,8 +10,10 @@
 //!
 //! Each builds its own identity map of the first 4 GiB (2 MiB pages; the loader's map may
 //! cover only 1 GiB and virtio-mmio and the local APIC sit near 4 GiB), loads its own GDT
-//! (code 0x10, data 0x18), enables SSE (the compiler may use it), sets a stack, zeroes
-//! .bss and calls `guest_main(boot_info, kind)`. Only the first CPU through gets in; any
+//! (code 0x10, data 0x18), sets CR4.OSFXSR (harmless; the guest is compiled without SSE,
+//! which this machine's KVM emulator lacks), sets a stack, zeroes .bss and calls
+//! `guest_main(boot_info, kind)`. `exception_stubs` are 32 handlers, 16 bytes apart, that
+//! the guest installs in its IDT; each calls `guest_exception(vector, frame)`. Only the first CPU through gets in; any
 //! other parks in `hlt` (a loader that starts every vCPU at the entry must not run the
 //! guest twice).
 
@@ -166,6 +168,24 @@ park32:
     jmp park32
 
     .code64
+    # Exception stubs, 16 bytes apart: push the vector, go to the common path, which
+    # calls guest_exception(vector, frame) on an aligned stack. Nothing returns.
+    .section .text.exceptions, "ax"
+    .balign 16
+    .globl exception_stubs
+exception_stubs:
+    .irp vector, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .balign 16
+    pushq $\vector
+    jmp exception_common
+    .endr
+exception_common:
+    movq (%rsp), %rdi
+    leaq 8(%rsp), %rsi
+    andq $-16, %rsp
+    call guest_exception
+    jmp park64
+
     .section .rodata.gdt, "a"
     .balign 16
 gdt:

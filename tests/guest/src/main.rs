@@ -15,6 +15,7 @@ mod bootinfo;
 mod cmdline;
 mod e820;
 mod entry;
+mod idt;
 mod io;
 mod mem;
 mod serial;
@@ -23,7 +24,7 @@ mod tables;
 mod virtio_blk;
 
 use bootinfo::BootInfo;
-use cmdline::{MmioDevice, TestParams};
+use cmdline::{Fault, MmioDevice, TestParams};
 use e820::E820Error;
 use tables::{CpuCount, PhysMem};
 use virtio_blk::{BlkStatus, InitError, VirtioBlk, CHUNK, SECTOR};
@@ -83,9 +84,11 @@ impl PhysMem for Identity {
     }
 }
 
+/// The Rust entry, called by entry.rs with the loader's structure and how it came in.
 #[no_mangle]
 extern "C" fn guest_main(info: u64, kind: u64) -> ! {
     serial::init();
+    idt::install();
     begin();
     serial::write(b"boot (");
     serial::write(match kind {
@@ -130,6 +133,20 @@ extern "C" fn guest_main(info: u64, kind: u64) -> ! {
     check_cpus(&boot, &params, &mut report);
     for (index, device) in params.devices.iter().flatten().enumerate() {
         check_disk(device, index == 0, &params, &mut report);
+    }
+    match params.fault {
+        Some(Fault::InvalidOpcode) => {
+            line(b"raising #UD as asked");
+            // SAFETY: `ud2` raises #UD, which the IDT reports; nothing returns.
+            unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+        }
+        Some(Fault::PageFault) => {
+            line(b"raising #PF as asked");
+            // SAFETY: the address is outside the 4 GiB identity map, so the read faults
+            // and the IDT reports it; nothing returns.
+            unsafe { core::ptr::read_volatile(0x40_0000_0000 as *const u8) };
+        }
+        None => {}
     }
     finish(&report, params.exit);
 }

@@ -66,7 +66,7 @@ pub fn write_dec(mut n: u64) {
     write(&buf[i..]);
 }
 
-/// Writes `n` as `0x` and 16 hex digits... or fewer: without leading zeros.
+/// Writes `n` in hexadecimal with a `0x` prefix and no leading zeros.
 pub fn write_hex(n: u64) {
     let mut buf = [0u8; 18];
     let mut i = buf.len();
