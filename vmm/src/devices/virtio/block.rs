@@ -18,7 +18,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::queue::{Descriptor, QueueError, SplitQueue};
-use super::{DiskConfig, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
+use super::{DiskConfig, GuestErrorLog, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
 
 /// Virtio device ID of a block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
@@ -157,6 +157,7 @@ pub struct Block<B: DiskBackend = File> {
     disk_id: [u8; DISK_ID_LEN],
     acked_features: u64,
     queue_sizes: [u16; 1],
+    guest_errors: GuestErrorLog,
 }
 
 impl Block<File> {
@@ -216,6 +217,7 @@ impl<B: DiskBackend> Block<B> {
             disk_id,
             acked_features: 0,
             queue_sizes: [QUEUE_SIZE],
+            guest_errors: GuestErrorLog::default(),
         }
     }
 
@@ -240,7 +242,9 @@ impl<B: DiskBackend> Block<B> {
             return 0;
         };
         if !status_desc.device_writable || status_desc.len == 0 || rest.is_empty() {
-            log::warn!("virtio-blk: request without a header and a writable status byte; dropped");
+            self.guest_errors.log(format_args!(
+                "virtio-blk: request without a header and a writable status byte; dropped"
+            ));
             return 0;
         }
         let (header, data) = (rest[0], &rest[1..]);
@@ -248,13 +252,16 @@ impl<B: DiskBackend> Block<B> {
         let status = match self.execute(header, data, mem, &mut written) {
             Ok(status) => status,
             Err(e) => {
-                log::warn!("virtio-blk: request failed: {e}");
+                self.guest_errors
+                    .log(format_args!("virtio-blk: request failed: {e}"));
                 VIRTIO_BLK_S_IOERR
             }
         };
         let status_addr = status_desc.addr.0 + u64::from(status_desc.len) - 1;
         if mem.write_obj(status, GuestAddress(status_addr)).is_err() {
-            log::warn!("virtio-blk: cannot write the status byte at {status_addr:#x}");
+            self.guest_errors.log(format_args!(
+                "virtio-blk: cannot write the status byte at {status_addr:#x}"
+            ));
             return written;
         }
         written.saturating_add(1)
@@ -453,7 +460,8 @@ impl<B: DiskBackend> VirtioDevice for Block<B> {
             let used_len = match popped.descriptors {
                 Ok(chain) => self.serve(&chain, mem),
                 Err(e) => {
-                    log::warn!("virtio-blk: malformed descriptor chain: {e}");
+                    self.guest_errors
+                        .log(format_args!("virtio-blk: malformed descriptor chain: {e}"));
                     0
                 }
             };

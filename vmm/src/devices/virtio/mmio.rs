@@ -7,7 +7,7 @@ use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
 use super::queue::SplitQueue;
-use super::{status, IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{status, GuestErrorLog, IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
 
 /// "virt" in little-endian.
@@ -68,6 +68,7 @@ pub struct MmioTransport<D: VirtioDevice> {
     driver_features: u64,
     device_status: u32,
     interrupt_status: u32,
+    guest_errors: GuestErrorLog,
 }
 
 impl<D: VirtioDevice> MmioTransport<D> {
@@ -90,6 +91,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             driver_features: 0,
             device_status: 0,
             interrupt_status: 0,
+            guest_errors: GuestErrorLog::default(),
         }
     }
 
@@ -120,16 +122,13 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// The selected queue if the driver may still configure it (it is not ready).
     fn configurable_queue(&mut self) -> Option<&mut SplitQueue> {
         let sel = self.queue_sel;
-        match self.queues.get_mut(sel as usize) {
-            Some(q) if !q.ready => Some(q),
-            Some(_) => {
-                log::warn!(
-                    "virtio-mmio: driver reconfigures queue {sel} while it is ready; ignored"
-                );
-                None
-            }
-            None => None,
+        if self.queues.get(sel as usize).is_some_and(|q| q.ready) {
+            self.guest_errors.log(format_args!(
+                "virtio-mmio: driver reconfigures queue {sel} while it is ready; ignored"
+            ));
+            return None;
         }
+        self.queues.get_mut(sel as usize)
     }
 
     fn reset(&mut self) {
@@ -153,11 +152,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// Marks the device broken (spec 2.1.2: DEVICE_NEEDS_RESET plus a configuration
     /// change notification).
     fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        log::error!(
-            "virtio-mmio: device {} needs a reset: {why}",
-            self.device.device_type()
-        );
         if !self.is_broken() {
+            log::error!(
+                "virtio-mmio: device {} needs a reset: {why}",
+                self.device.device_type()
+            );
             self.device_status |= status::DEVICE_NEEDS_RESET;
             self.raise(INT_CONFIG_CHANGE);
         }
@@ -174,10 +173,10 @@ impl<D: VirtioDevice> MmioTransport<D> {
             let offered = self.device.device_features();
             let acked = self.driver_features;
             if acked & !offered != 0 || acked & VIRTIO_F_VERSION_1 == 0 {
-                log::warn!(
+                self.guest_errors.log(format_args!(
                     "virtio-mmio: driver features {acked:#x} are not a subset of {offered:#x} \
                      with VIRTIO_F_VERSION_1; FEATURES_OK refused"
-                );
+                ));
                 value &= !status::FEATURES_OK;
             } else {
                 self.device.set_acked_features(acked);
@@ -219,7 +218,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
         let i = index as usize;
         let Some(queue) = self.queues.get_mut(i) else {
-            log::warn!("virtio-mmio: notify for queue {index}, which does not exist");
+            self.guest_errors.log(format_args!(
+                "virtio-mmio: notify for queue {index}, which does not exist"
+            ));
             return;
         };
         if !queue.ready {
@@ -266,7 +267,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 let negotiating = self.device_status & status::DRIVER != 0
                     && self.device_status & status::FEATURES_OK == 0;
                 if !negotiating {
-                    log::warn!("virtio-mmio: DriverFeatures written outside negotiation; ignored");
+                    self.guest_errors.log(format_args!(
+                        "virtio-mmio: DriverFeatures written outside negotiation; ignored"
+                    ));
                     return;
                 }
                 let value = u64::from(value);
@@ -320,10 +323,10 @@ impl<D: VirtioDevice> BusDevice for MmioTransport<D> {
             return;
         }
         if data.len() != 4 || !offset.is_multiple_of(4) {
-            log::warn!(
+            self.guest_errors.log(format_args!(
                 "virtio-mmio: {}-byte read at {offset:#x} is not an aligned 32-bit access",
                 data.len()
-            );
+            ));
             data.fill(0xff);
             return;
         }
@@ -336,14 +339,16 @@ impl<D: VirtioDevice> BusDevice for MmioTransport<D> {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!(
+            self.guest_errors.log(format_args!(
                 "virtio-mmio: {}-byte write at {offset:#x} is not a 32-bit access",
                 data.len()
-            );
+            ));
             return;
         };
         if !offset.is_multiple_of(4) {
-            log::warn!("virtio-mmio: write at unaligned offset {offset:#x} ignored");
+            self.guest_errors.log(format_args!(
+                "virtio-mmio: write at unaligned offset {offset:#x} ignored"
+            ));
             return;
         }
         self.write_register(offset, u32::from_le_bytes(bytes));

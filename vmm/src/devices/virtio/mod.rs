@@ -151,6 +151,39 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// Logs what a guest did wrong: the first [`GuestErrorLog::WARNINGS`] at warn level, the
+/// rest at debug level, so a hostile guest cannot flood the monitor's log.
+#[derive(Debug)]
+pub struct GuestErrorLog {
+    left: u32,
+}
+
+impl Default for GuestErrorLog {
+    fn default() -> Self {
+        Self {
+            left: Self::WARNINGS,
+        }
+    }
+}
+
+impl GuestErrorLog {
+    /// Warnings logged before switching to debug level.
+    pub const WARNINGS: u32 = 16;
+
+    /// Logs one guest error.
+    pub fn log(&mut self, args: std::fmt::Arguments<'_>) {
+        if self.left == 0 {
+            log::debug!("{args}");
+            return;
+        }
+        self.left -= 1;
+        log::warn!("{args}");
+        if self.left == 0 {
+            log::warn!("further guest errors of this device are logged at debug level only");
+        }
+    }
+}
+
 /// Builds a virtio-blk device on a virtio-mmio transport, backed by the file in `cfg`.
 pub fn new_block_device(
     cfg: &DiskConfig,

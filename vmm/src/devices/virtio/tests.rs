@@ -728,3 +728,15 @@ fn requests_larger_than_the_bounce_buffer_move_every_byte() {
     assert_eq!(image[..len as usize], bytes[5120..5120 + len as usize]);
     assert_eq!(image[len as usize..], bytes[len as usize..]);
 }
+
+#[test]
+fn guest_error_log_stops_warning_after_its_budget() {
+    let mut log = GuestErrorLog::default();
+    for i in 0..GuestErrorLog::WARNINGS {
+        assert_eq!(log.left, GuestErrorLog::WARNINGS - i);
+        log.log(format_args!("guest error {i}"));
+    }
+    assert_eq!(log.left, 0);
+    log.log(format_args!("one more"));
+    assert_eq!(log.left, 0);
+}
