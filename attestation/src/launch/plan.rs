@@ -10,7 +10,10 @@
 //!   `SNP_LAUNCH_UPDATE` per region with its page type, copying the region's contents into
 //!   guest memory first. VMSA regions carry the vCPU index they belong to; a KVM backend
 //!   hands them to the vCPU (KVM adds VMSAs itself at `SNP_LAUNCH_FINISH`, after every
-//!   other region, which is why they come last in the plan).
+//!   other region, which is why they come last in the plan). Upstream KVM builds each
+//!   VMSA from the vCPU's register state (`sev_es_sync_vmsa`), so a KVM backend sets the
+//!   registers from [`LaunchRegion::vmsa_state`] and checks, through the digest, that KVM
+//!   produced the same page; the simulated platform takes the page bytes as they are.
 //!
 //! Region contents:
 //! - NORMAL and VMSA: the exact bytes ([`RegionContents::Bytes`]), measured by SHA-384.
@@ -146,6 +149,7 @@ pub struct LaunchRegion<'a> {
     page_type: PageType,
     role: RegionRole,
     contents: RegionContents<'a>,
+    vmsa: Option<Box<Vmsa>>,
 }
 
 impl<'a> LaunchRegion<'a> {
@@ -200,6 +204,7 @@ impl<'a> LaunchRegion<'a> {
             page_type,
             role,
             contents,
+            vmsa: None,
         })
     }
 
@@ -212,7 +217,14 @@ impl<'a> LaunchRegion<'a> {
             page_type: PageType::Vmsa,
             role: RegionRole::Vmsa { vcpu },
             contents: RegionContents::Bytes(Cow::Owned(page.into_vec())),
+            vmsa: Some(Box::new(*vmsa)),
         }
+    }
+
+    /// For regions made by [`LaunchRegion::vmsa`], the register state the page encodes
+    /// (what a KVM backend loads into the vCPU).
+    pub fn vmsa_state(&self) -> Option<&Vmsa> {
+        self.vmsa.as_deref()
     }
 
     /// First GPA (for VMSAs, the GPA the firmware measures them at).
@@ -580,6 +592,14 @@ mod tests {
             hex(&plan.measure()),
             "a5b54e62ae971b58274dd24cc6c47b842662617036e7bd67d7326c07ac6363f35399ef933330a5ea160cead90a00603f"
         );
+        // VMSAs come last, numbered, with the BSP at the reset vector and APs at OVMF's
+        // SEV-ES reset block address (0x80b004 in this image).
+        let vmsas: Vec<_> = plan.regions().iter().rev().take(2).collect();
+        assert_eq!(vmsas[1].role(), RegionRole::Vmsa { vcpu: 0 });
+        assert_eq!(vmsas[1].vmsa_state().unwrap().rip, 0xfff0);
+        assert_eq!(vmsas[0].role(), RegionRole::Vmsa { vcpu: 1 });
+        assert_eq!(vmsas[0].vmsa_state().unwrap().rip, 0xb004);
+        assert_eq!(vmsas[0].vmsa_state().unwrap().cs.base, 0x80_0000);
         let plan = qemu_ovmf_plan(&ovmf, &params(1, 0xa0_0f11, 0x21)).unwrap();
         assert_eq!(
             hex(&plan.measure()),
@@ -720,13 +740,7 @@ mod tests {
             RegionContents::Bytes(Cow::Owned(vec![0; 4096]))
         )
         .is_err());
-        assert!(r(
-            !0xfff,
-            8192,
-            PageType::Zero,
-            RegionContents::Zeroes
-        )
-        .is_err());
+        assert!(r(!0xfff, 8192, PageType::Zero, RegionContents::Zeroes).is_err());
         // A plan's VMSAs must be numbered 0.. and match the vCPU count.
         let v = LaunchRegion::vmsa(1, &Vmsa::default());
         assert_eq!(
