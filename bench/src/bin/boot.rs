@@ -474,6 +474,14 @@ fn bench() -> Result<(), String> {
     for (i, (label, unit)) in labels.iter().enumerate() {
         row(label, unit, &cs[i], qs.as_ref().map(|s| &s[i]));
     }
+    println!();
+    println!(
+        "Notes: on a host whose /dev/kvm emulates guest instructions (kvm_pvm), the guest's own \
+         work (marker -> exit, the same guest code in both) is inflated, while the monitors' \
+         start-up runs natively; runs share the CPUs with whatever else runs, hence the spread. \
+         RSS beyond guest RAM = ru_maxrss minus the sampled RSS of the guest-memory-sized \
+         mapping(s)."
+    );
     if let Some(e) = qemu_error {
         println!();
         println!("QEMU could not boot the guest, so it has no numbers: {e}");
