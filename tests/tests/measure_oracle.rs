@@ -922,3 +922,89 @@ struct SevCrateCase<'a> {
     vcpus: &'static [u32],
     features: &'static [u64],
 }
+
+/// Differential test on malformed and odd firmware: random byte changes where the footer
+/// table and SEV metadata live. Whenever both tools accept an image they must print the
+/// same digest; cloister may refuse images sev-snp-measure accepts (it checks more:
+/// overlaps, alignment, duplicate GUIDs, table bounds), but must never panic, must never
+/// print a digest sev-snp-measure refuses to compute, and must always say what is wrong.
+#[test]
+fn mutated_firmware_differential() {
+    let inp = inputs();
+    let dir = tempfile::tempdir().unwrap();
+    let base = synthetic_images()[2].1.build().unwrap();
+    let mut state = 0x5eed_1234_abcd_0001u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut jobs = Vec::new();
+    for i in 0..150 {
+        let mut m = base.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = m.len() - 1 - (next() % 400) as usize;
+            m[at] = next() as u8;
+        }
+        let path = dir.path().join(format!("mutant{i}.fd"));
+        std::fs::write(&path, &m).unwrap();
+        let p = path.to_str().unwrap();
+        jobs.push(args(&[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "2",
+            "--vcpu-type",
+            "EPYC",
+            "--ovmf",
+            p,
+        ]));
+        jobs.push(args(&[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "2",
+            "--vcpu-type",
+            "EPYC",
+            "--ovmf",
+            p,
+            "--kernel",
+            &inp.kernel,
+        ]));
+    }
+    let theirs = oracle(&jobs);
+    let (mut both_ok, mut both_refuse, mut only_ssm_ok) = (0, 0, 0);
+    for (job, t) in jobs.iter().zip(theirs) {
+        let o = ours(job);
+        assert!(
+            !o.err.contains("panicked"),
+            "cloister panicked on {job:?}: {}",
+            o.err
+        );
+        match (t.code == 0, o.code == 0) {
+            (true, true) => {
+                assert_eq!(o.out, t.out, "digests differ for {job:?}");
+                both_ok += 1;
+            }
+            (false, false) => both_refuse += 1,
+            (true, false) => {
+                assert!(o.err.starts_with("Error: "), "unclear refusal: {}", o.err);
+                eprintln!("only cloister refuses: {}", o.err.trim());
+                only_ssm_ok += 1;
+            }
+            (false, true) => panic!(
+                "cloister printed {} for {job:?}, which sev-snp-measure refuses: {}",
+                o.out, t.err
+            ),
+        }
+    }
+    eprintln!(
+        "mutants: {both_ok} agreed digests, {both_refuse} refused by both, \
+         {only_ssm_ok} refused only by cloister"
+    );
+    assert!(
+        both_ok > 0 && both_refuse > 0,
+        "the mutations did not exercise both paths"
+    );
+}
