@@ -246,3 +246,18 @@ fn verdict_renders_table_and_json() {
         .iter()
         .any(|c| c["name"] == "policy.provisional_firmware" && c["outcome"] == "fail"));
 }
+
+#[test]
+fn the_example_policy_parses_and_accepts_the_milan_vcek_report() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tenant.toml");
+    let p = Policy::from_file(&path).unwrap();
+    let checks = p.check(&report("milan-v2-vcek"), Generation::Milan);
+    assert!(failed(&checks).is_empty(), "{checks:#?}");
+    assert_eq!(outcome(&checks, "policy.measurement"), Outcome::Pass);
+    // ...and refuses the tcb-skew report (another measurement, provisional firmware).
+    let checks = p.check(&report("milan-v2-tcb-skew"), Generation::Milan);
+    assert_eq!(
+        failed(&checks),
+        ["policy.measurement", "policy.provisional_firmware"]
+    );
+}
