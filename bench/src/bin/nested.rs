@@ -11,7 +11,8 @@
 //! - exit:   the VMM process exited after the guest powered off.
 //!
 //! Usage: `cargo run --release -p cloister-bench --bin nested -- [--runs N]
-//! [--vmm qemu,cloister] [--cloister PATH]`
+//! [--vmm qemu,cloister] [--cloister PATH] [--from-log FILE]` (`--from-log` re-analyses the
+//! serial log of an earlier run, `target/nested-cache/bench-serial.log`, without booting).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +34,11 @@ enum BenchError {
     Spawn(std::io::Error),
     /// The harness failed; its serial log is at the given path.
     Harness { status: String, log: PathBuf },
+    /// A serial log given with --from-log cannot be read.
+    ReadLog {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for BenchError {
@@ -40,7 +46,7 @@ impl fmt::Display for BenchError {
         match self {
             Self::Usage(msg) => write!(
                 f,
-                "{msg}\nusage: nested [--runs N] [--vmm qemu,cloister] [--cloister PATH]"
+                "{msg}\nusage: nested [--runs N] [--vmm qemu,cloister] [--cloister PATH] [--from-log FILE]"
             ),
             Self::Spawn(e) => write!(f, "cannot start tests/nested/run.sh: {e}"),
             Self::Harness { status, log } => write!(
@@ -48,6 +54,9 @@ impl fmt::Display for BenchError {
                 "the nested harness failed ({status}); serial log: {}",
                 log.display()
             ),
+            Self::ReadLog { path, error } => {
+                write!(f, "cannot read the serial log {}: {error}", path.display())
+            }
         }
     }
 }
@@ -57,6 +66,8 @@ struct Options {
     runs: u32,
     vmms: String,
     cloister: Option<String>,
+    /// Re-analyse a serial log of an earlier run instead of booting.
+    from_log: Option<String>,
 }
 
 fn parse_args() -> Result<Options, BenchError> {
@@ -64,6 +75,7 @@ fn parse_args() -> Result<Options, BenchError> {
         runs: DEFAULT_RUNS,
         vmms: "qemu,cloister".to_string(),
         cloister: None,
+        from_log: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -80,6 +92,7 @@ fn parse_args() -> Result<Options, BenchError> {
             }
             "--vmm" => opts.vmms = next("--vmm")?,
             "--cloister" => opts.cloister = Some(next("--cloister")?),
+            "--from-log" => opts.from_log = Some(next("--from-log")?),
             // `cargo bench` passes --bench to every bench target.
             "--bench" => {}
             other => return Err(BenchError::Usage(format!("unknown argument '{other}'"))),
@@ -92,6 +105,7 @@ fn parse_args() -> Result<Options, BenchError> {
 #[derive(Debug, Default, Clone)]
 struct InnerRun {
     vmm: String,
+    run: u32,
     exit: String,
     marker_s: Option<f64>,
     done_s: Option<f64>,
@@ -130,6 +144,9 @@ fn parse_runs(log: &str) -> Vec<InnerRun> {
             let summary = &line[at..];
             runs.push(InnerRun {
                 vmm: value(summary, "vmm").unwrap_or("?").to_string(),
+                run: value(summary, "run")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
                 exit: value(summary, "exit").unwrap_or("none").to_string(),
                 marker_s: seconds(summary, "marker_s"),
                 done_s: seconds(summary, "done_s"),
@@ -158,7 +175,8 @@ fn show(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.2}"))
 }
 
-fn run(opts: &Options) -> Result<(), BenchError> {
+/// Boots the harness and returns its serial log (also saved under the nested cache).
+fn boot(opts: &Options) -> Result<String, BenchError> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(PathBuf::from)
@@ -172,13 +190,8 @@ fn run(opts: &Options) -> Result<(), BenchError> {
 
     let mut cmd = Command::new("bash");
     cmd.arg(root.join("tests/nested/run.sh"))
-        .args([
-            "--vmm",
-            &opts.vmms,
-            "--runs",
-            &opts.runs.to_string(),
-            "--quiet",
-        ])
+        .args(["--vmm", &opts.vmms, "--runs", &opts.runs.to_string()])
+        .arg("--quiet")
         .args(["--inner-timeout", &INNER_TIMEOUT_SECS.to_string()])
         .args(["--timeout", &outer_timeout.to_string()])
         .arg("--log")
@@ -213,65 +226,58 @@ fn run(opts: &Options) -> Result<(), BenchError> {
             log: log_path,
         });
     }
+    Ok(serial)
+}
 
-    let runs = parse_runs(&serial);
+/// Formats the table of medians and ratios for the runs found in a serial log.
+fn report(serial: &str) -> Vec<String> {
+    let runs = parse_runs(serial);
     let mut by_vmm: BTreeMap<String, Vec<InnerRun>> = BTreeMap::new();
-    for r in runs {
-        by_vmm.entry(r.vmm.clone()).or_default().push(r);
+    for r in &runs {
+        by_vmm.entry(r.vmm.clone()).or_default().push(r.clone());
     }
-
-    let mut out = std::io::stdout().lock();
-    let w = |out: &mut std::io::StdoutLock<'_>, s: String| {
-        let _ = writeln!(out, "{s}");
-    };
-    w(&mut out, String::new());
-    w(
-        &mut out,
-        "Nested KVM (outer: QEMU TCG -cpu EPYC,+svm,+npt; inner: Debian kernel, 2 vCPUs, 256 MiB, virtio-blk over virtio-mmio/ACPI)".to_string(),
-    );
-    w(
-        &mut out,
-        "median seconds from VMM process start (outer guest clock)".to_string(),
-    );
-    w(
-        &mut out,
+    let mut lines = vec![
+        String::new(),
+        "Nested KVM: outer QEMU TCG -cpu EPYC,+svm,+npt (1 CPU); inner Debian kernel + busybox \
+         initramfs, 2 vCPUs, 256 MiB, virtio-blk over virtio-mmio described in ACPI"
+            .to_string(),
+        "median seconds from the inner VMM's process start (outer guest clock); pre-kernel = \
+         marker - the guest's own uptime at the marker (VMM set-up, firmware, decompression)"
+            .to_string(),
         format!(
-            "{:<9} {:>7} {:>9} {:>9} {:>9} {:>14}",
-            "vmm", "ok/runs", "marker", "done", "exit", "guest-uptime@m"
+            "{:<10} {:>7} {:>10} {:>10} {:>10} {:>11}",
+            "vmm", "ok/runs", "marker", "done", "exit", "pre-kernel"
         ),
-    );
-    let mut medians: BTreeMap<String, [Option<f64>; 3]> = BTreeMap::new();
+    ];
+    let mut medians: BTreeMap<String, [Option<f64>; 4]> = BTreeMap::new();
     for (vmm, runs) in &by_vmm {
         let ok: Vec<&InnerRun> = runs.iter().filter(|r| r.ok()).collect();
         let m = |f: fn(&InnerRun) -> Option<f64>| median(ok.iter().filter_map(|r| f(r)).collect());
-        let marker = m(|r| r.marker_s);
-        let done = m(|r| r.done_s);
-        let exit = m(|r| r.exit_s);
-        let uptime = m(|r| r.guest_uptime_at_marker);
-        medians.insert(vmm.clone(), [marker, done, exit]);
-        w(
-            &mut out,
-            format!(
-                "{:<9} {:>7} {:>9} {:>9} {:>9} {:>14}",
-                vmm,
-                format!("{}/{}", ok.len(), runs.len()),
-                show(marker),
-                show(done),
-                show(exit),
-                show(uptime)
-            ),
-        );
+        let row = [
+            m(|r| r.marker_s),
+            m(|r| r.done_s),
+            m(|r| r.exit_s),
+            m(|r| Some(r.marker_s? - r.guest_uptime_at_marker?)),
+        ];
+        medians.insert(vmm.clone(), row);
+        lines.push(format!(
+            "{:<10} {:>7} {:>10} {:>10} {:>10} {:>11}",
+            vmm,
+            format!("{}/{}", ok.len(), runs.len()),
+            show(row[0]),
+            show(row[1]),
+            show(row[2]),
+            show(row[3])
+        ));
         for r in runs.iter().filter(|r| !r.ok()) {
-            w(
-                &mut out,
-                format!(
-                    "  failed run: vmm={} exit={} marker_s={} done_s={}",
-                    r.vmm,
-                    r.exit,
-                    show(r.marker_s),
-                    show(r.done_s)
-                ),
-            );
+            lines.push(format!(
+                "  failed run {}: vmm={} exit={} marker_s={} done_s={}",
+                r.run,
+                r.vmm,
+                r.exit,
+                show(r.marker_s),
+                show(r.done_s)
+            ));
         }
     }
     if let (Some(c), Some(q)) = (medians.get("cloister"), medians.get("qemu")) {
@@ -279,38 +285,75 @@ fn run(opts: &Options) -> Result<(), BenchError> {
             (Some(c), Some(q)) if q > 0.0 => format!("{:.2}", c / q),
             _ => "-".to_string(),
         };
-        w(
-            &mut out,
-            format!(
-                "{:<9} {:>7} {:>9} {:>9} {:>9}",
-                "ratio c/q",
-                "",
-                ratio(0),
-                ratio(1),
-                ratio(2)
-            ),
-        );
+        lines.push(format!(
+            "{:<10} {:>7} {:>10} {:>10} {:>10} {:>11}",
+            "c/q median",
+            "",
+            ratio(0),
+            ratio(1),
+            ratio(2),
+            ratio(3)
+        ));
+        // Runs are interleaved (qemu n, cloister n): the median of the per-pair ratios is
+        // less sensitive to the shared host's load drifting during the benchmark.
+        let pair = |f: fn(&InnerRun) -> Option<f64>| {
+            let ratios = runs
+                .iter()
+                .filter(|c| c.vmm == "cloister" && c.ok())
+                .filter_map(|c| {
+                    let q = runs
+                        .iter()
+                        .find(|q| q.vmm == "qemu" && q.run == c.run && q.ok())?;
+                    let (cv, qv) = (f(c)?, f(q)?);
+                    (qv > 0.0).then_some(cv / qv)
+                })
+                .collect::<Vec<f64>>();
+            let n = ratios.len();
+            median(ratios).map_or_else(|| "-".to_string(), |r| format!("{r:.2} ({n})"))
+        };
+        lines.push(format!(
+            "{:<10} {:>7} {:>10} {:>10} {:>10}",
+            "c/q pairs",
+            "",
+            pair(|r| r.marker_s),
+            pair(|r| r.done_s),
+            pair(|r| r.exit_s)
+        ));
     }
-    w(&mut out, String::new());
-    w(
-        &mut out,
-        "What the emulation distorts: the outer CPU is QEMU's TCG (software), so the inner guest's \
-         own code runs ~10x slower than native, every VM exit goes through an emulated SVM \
-         (#VMEXIT, kvm_amd, then back) and costs ~60-100 us instead of ~1 us, and both inner \
+    lines.push(String::new());
+    lines.push(
+        "What the emulation distorts: the outer CPU is QEMU's TCG (software), so the inner \
+         guest's own code runs ~10x slower than native, every VM exit goes through an emulated \
+         SVM (#VMEXIT, kvm_amd, then back) and costs ~60-100 us instead of ~1 us, and both inner \
          vCPUs share one emulated outer CPU with the VMM's own threads. Exit-heavy work (serial \
-         and port-I/O, APIC timer, virtio notifications) is inflated far more than guest compute, \
-         and the VMMs' host-side start-up (process exec, memory setup, kernel loading) runs on \
-         the emulated CPU too. The host machine is shared, so absolute times drift; the runs are \
-         interleaved so that drift hits both VMMs alike. Read the ratio, not the seconds."
+         and port I/O, APIC timer, virtio notifications) is inflated far more than guest \
+         compute, and the VMMs' own start-up (exec, dynamic linking for QEMU, memory set-up, \
+         kernel loading) runs on the emulated CPU too. The host machine is shared, so absolute \
+         times drift; runs are interleaved so that drift hits both VMMs alike. Read the ratios, \
+         not the seconds."
             .to_string(),
     );
-    Ok(())
+    lines
 }
 
 fn main() -> ExitCode {
-    let result = parse_args().and_then(|opts| run(&opts));
+    let result = parse_args().and_then(|opts| match &opts.from_log {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| BenchError::ReadLog {
+            path: PathBuf::from(path),
+            error: e,
+        }),
+        None => boot(&opts),
+    });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(serial) => {
+            let mut out = std::io::stdout().lock();
+            for line in report(&serial) {
+                if writeln!(out, "{line}").is_err() {
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("nested bench: error: {e}");
             ExitCode::FAILURE
@@ -339,6 +382,34 @@ mod tests {
         assert!(!runs[1].ok());
         assert_eq!(runs[1].marker_s, None);
         assert_eq!(runs[1].guest_uptime_at_marker, None);
+    }
+
+    #[test]
+    fn report_gives_medians_and_pairwise_ratios() {
+        let log = "NESTED-RUN: vmm=qemu run=1 exit=0 marker_s=10 done_s=12 exit_s=13\n\
+                   NESTED-RUN: vmm=cloister run=1 exit=0 marker_s=5 done_s=6 exit_s=6.5\n\
+                   NESTED-RUN: vmm=qemu run=2 exit=0 marker_s=20 done_s=24 exit_s=26\n\
+                   NESTED-RUN: vmm=cloister run=2 exit=0 marker_s=30 done_s=36 exit_s=39\n\
+                   NESTED-RUN: vmm=cloister run=3 exit=143 marker_s=none done_s=none exit_s=300\n";
+        let lines = report(log);
+        let table = lines.join("\n");
+        let row = |prefix: &str| -> Vec<String> {
+            lines
+                .iter()
+                .find(|l| l.starts_with(prefix))
+                .map(|l| l.split_whitespace().map(String::from).collect())
+                .unwrap_or_default()
+        };
+        // medians: qemu marker 15, cloister marker 17.5 over its 2 good runs.
+        assert_eq!(row("qemu ")[1..3], ["2/2", "15.00"], "{table}");
+        assert_eq!(row("cloister ")[1..3], ["2/3", "17.50"], "{table}");
+        assert!(
+            table.contains("failed run 3: vmm=cloister exit=143"),
+            "{table}"
+        );
+        assert_eq!(row("c/q median")[2], "1.17", "{table}");
+        // pairs: 5/10 = 0.5 and 30/20 = 1.5, median 1.0 over 2 pairs.
+        assert_eq!(row("c/q pairs")[2..4], ["1.00", "(2)"], "{table}");
     }
 
     #[test]
