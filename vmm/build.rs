@@ -61,6 +61,11 @@ fn build() -> Result<(), String> {
         .arg("-C")
         .arg(format!("link-arg=-Wl,-T,{}", script.display()))
         .args(["-C", "link-arg=-Wl,--build-id=none"])
+        // Reproducible: panic locations name tests/guest/..., not this checkout's path.
+        .arg(format!(
+            "--remap-path-prefix={}=tests/guest",
+            guest_dir.display()
+        ))
         .arg("-o")
         .arg(&elf_path)
         .arg(&source)

@@ -513,6 +513,50 @@ fn bzimage_kernel_file_boots() {
     run.expect_line("boot (linux 64-bit entry)");
 }
 
+#[test]
+fn embedded_images_have_the_documented_layout() {
+    use cloister_vmm::test_guest::{BZIMAGE, ELF};
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap());
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    // ELF64, x86-64, executable, entry = the Linux 64-bit entry at 1 MiB + 0x200.
+    assert_eq!(&ELF[..4], b"\x7fELF");
+    assert_eq!(ELF[4], 2, "ELFCLASS64");
+    assert_eq!(u16_at(ELF, 0x12), 62, "EM_X86_64");
+    assert_eq!(u64_at(ELF, 0x18), 0x10_0200, "entry");
+    // A PT_NOTE with the Xen PVH entry note pointing into the image.
+    let (phoff, phnum) = (u64_at(ELF, 0x20) as usize, u16_at(ELF, 0x38) as usize);
+    let note = (0..phnum)
+        .map(|i| phoff + i * 56)
+        .find(|&ph| u32_at(ELF, ph) == 4)
+        .expect("PT_NOTE");
+    let off = u64_at(ELF, note + 8) as usize;
+    assert_eq!(
+        (u32_at(ELF, off), u32_at(ELF, off + 8)),
+        (4, 18),
+        "namesz, type"
+    );
+    assert_eq!(&ELF[off + 12..off + 16], b"Xen\0");
+    let pvh_entry = u64_at(ELF, off + 16);
+    assert!(
+        (0x10_0000..0x20_0000).contains(&pvh_entry),
+        "{pvh_entry:#x}"
+    );
+    // bzImage: boot protocol 2.15 header, 64-bit kernel, protected-mode code = the ELF's.
+    assert_eq!(u16_at(BZIMAGE, 0x1fe), 0xaa55);
+    assert_eq!(&BZIMAGE[0x202..0x206], b"HdrS");
+    assert!(u16_at(BZIMAGE, 0x206) >= 0x020c, "version");
+    assert_eq!(u16_at(BZIMAGE, 0x236) & 1, 1, "XLF_KERNEL_64");
+    assert_eq!(BZIMAGE[0x211] & 1, 1, "LOADED_HIGH");
+    let setup = (usize::from(BZIMAGE[0x1f1]) + 1) * 512;
+    let text = u64_at(ELF, phoff + 8) as usize; // the PT_LOAD's file offset
+    assert_eq!(
+        &BZIMAGE[setup..setup + 0x400],
+        &ELF[text..text + 0x400],
+        "the bzImage's protected-mode code is not the ELF's"
+    );
+}
+
 // The guest's pure modules, compiled for the host from the very files the guest uses.
 #[allow(dead_code)]
 #[path = "../guest/src/cmdline.rs"]
