@@ -50,10 +50,11 @@ startup_64:
     xorl %r13d, %r13d               # KIND_LINUX64
 
     # Identity map 0..4 GiB: PML4[0] -> PDPT, PDPT[0..4] -> PD0..PD3, 2048 2 MiB pages.
+    # Only the PML4 and the PDPT need zeroing: every PD entry is written below.
     leaq __page_tables(%rip), %rbx
     movq %rbx, %rdi
     xorl %eax, %eax
-    movl $(6 * 4096 / 8), %ecx
+    movl $(2 * 4096 / 8), %ecx
     rep stosq
     leaq 0x1003(%rbx), %rax
     movq %rax, (%rbx)
@@ -102,7 +103,7 @@ enter_long_mode:
     movl $__page_tables, %ebx
     movl %ebx, %edi
     xorl %eax, %eax
-    movl $(6 * 4096 / 4), %ecx
+    movl $(2 * 4096 / 4), %ecx
     rep stosl
     leal 0x1003(%ebx), %eax
     movl %eax, (%ebx)
@@ -151,8 +152,9 @@ common64:
     leaq __bss_start(%rip), %rdi
     leaq __bss_end(%rip), %rcx
     subq %rdi, %rcx
+    shrq $3, %rcx                   # .bss is 16-byte aligned and sized (guest.ld)
     xorl %eax, %eax
-    rep stosb
+    rep stosq
     movq %r12, %rdi
     movq %r13, %rsi
     call guest_main

@@ -152,12 +152,13 @@ extern "C" fn guest_main(info: u64, kind: u64) -> ! {
 }
 
 fn check_e820(boot: &BootInfo, params: &TestParams, report: &mut Report) {
-    let mut sorted = boot.e820;
+    let mut sorted;
     let map = if boot.pvh {
         // A PVH memory map comes from firmware (QEMU's qboot hands over an unsorted map
         // with an empty entry) and the PVH ABI does not promise order, so it is put in
         // order first. The Linux zero page map comes from the VMM and is checked as is.
         line(b"e820 map from PVH firmware: sorted by the guest before checking");
+        sorted = boot.e820;
         e820::normalize(&mut sorted[..boot.e820_len])
     } else {
         &boot.e820[..boot.e820_len]

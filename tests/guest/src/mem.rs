@@ -8,10 +8,14 @@ use core::arch::asm;
 /// `dst` and `src` valid for `n` bytes, not overlapping.
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees both ranges; `rep movsb` copies exactly `n` bytes
-    // forwards (the direction flag is clear: nothing in the guest sets it for long).
+    // SAFETY: the caller guarantees both ranges; `rep movsq` copies the first `n / 8`
+    // quadwords and `rep movsb` the rest, forwards (the direction flag is clear: nothing
+    // in the guest sets it for long). Quadwords first: this machine's KVM emulates a
+    // string instruction one iteration at a time.
     unsafe {
-        asm!("rep movsb", inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") n => _,
+        asm!("rep movsq", "mov ecx, {rest:e}", "rep movsb",
+            rest = in(reg) n % 8,
+            inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") n / 8 => _,
             options(nostack, preserves_flags))
     };
     dst
@@ -42,9 +46,14 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// `dst` valid for `n` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn memset(dst: *mut u8, value: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees the range; `rep stosb` writes exactly `n` bytes.
+    let byte = u64::from(value as u8);
+    // SAFETY: the caller guarantees the range; `rep stosq` writes `n / 8` quadwords of the
+    // byte repeated, `rep stosb` the remaining bytes: exactly `n` bytes in all.
     unsafe {
-        asm!("rep stosb", inout("rdi") dst => _, inout("rcx") n => _, in("al") value as u8,
+        asm!("rep stosq", "mov ecx, {rest:e}", "rep stosb",
+            rest = in(reg) n % 8,
+            inout("rdi") dst => _, inout("rcx") n / 8 => _,
+            in("rax") byte * 0x0101_0101_0101_0101,
             options(nostack, preserves_flags))
     };
     dst
