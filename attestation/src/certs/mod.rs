@@ -429,7 +429,17 @@ impl Certificate {
             }
             Ok(out)
         } else {
-            Ok(vec![Self::from_der(bytes, what)?])
+            Self::from_der(bytes, what)
+                .map(|c| vec![c])
+                .map_err(|e| match e {
+                    CertError::NotACertificate { what, detail } => CertError::NotACertificate {
+                        what,
+                        detail: format!(
+                            "neither DER ({detail}) nor PEM (no -----BEGIN CERTIFICATE----- line)"
+                        ),
+                    },
+                    other => other,
+                })
         }
     }
 
