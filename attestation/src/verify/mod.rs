@@ -10,6 +10,8 @@
 //!
 //! For throughput, [`VerifiedChain`] can be built once and reused: [`verify_with_chain`]
 //! then does only the report checks (parse, signature, report-vs-certificate).
+//!
+//! `docs/verify-checks.md` lists every check and compares them with go-sev-guest's.
 
 mod chain;
 mod check;
