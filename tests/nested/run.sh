@@ -247,7 +247,7 @@ if [ "$want_cloister" -eq 1 ]; then
   if [ -z "$cloister_bin" ]; then
     echo "nested harness: building a statically linked cloister" >&2
     # With --target, RUSTFLAGS reach only the target crates, not build scripts.
-    (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q \
+    (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" "${CARGO:-cargo}" build --release -q \
       -p cloister-vmm --bin cloister --target x86_64-unknown-linux-gnu \
       --target-dir "$target_dir/static") || die "building the static cloister failed"
     cloister_bin="$target_dir/static/x86_64-unknown-linux-gnu/release/cloister"
