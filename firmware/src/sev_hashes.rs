@@ -11,7 +11,9 @@ use crate::guid::{
     Guid, SEV_CMDLINE_ENTRY, SEV_HASH_TABLE_HEADER, SEV_INITRD_ENTRY, SEV_KERNEL_ENTRY,
 };
 use ring::digest::{Context, SHA256};
+use std::fs::File;
 use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 
 /// Length of one table entry: GUID, `u16` length, SHA-256.
 pub const ENTRY_SIZE: usize = 16 + 2 + 32;
@@ -67,6 +69,39 @@ impl SevHashes {
         Ok(SevHashes {
             kernel,
             initrd,
+            cmdline: cmdline_hash(cmdline),
+        })
+    }
+
+    /// Hashes a kernel and an optional initrd file, the two in parallel (they are the
+    /// bulk of the work of predicting a direct-boot measurement). Errors name the file.
+    pub fn from_files(
+        kernel: &Path,
+        initrd: Option<&Path>,
+        cmdline: &[u8],
+    ) -> Result<Self, (PathBuf, io::Error)> {
+        let hash_file = |p: &Path| {
+            File::open(p)
+                .and_then(sha256_reader)
+                .map_err(|e| (p.to_path_buf(), e))
+        };
+        let (kernel, initrd) = std::thread::scope(|scope| {
+            let initrd = initrd.map(|p| scope.spawn(move || hash_file(p)));
+            let kernel = hash_file(kernel);
+            let initrd = match initrd {
+                Some(handle) => handle.join().unwrap_or_else(|_| {
+                    Err((
+                        PathBuf::new(),
+                        io::Error::other("initrd hashing thread failed"),
+                    ))
+                }),
+                None => Ok(sha256(&[])),
+            };
+            (kernel, initrd)
+        });
+        Ok(SevHashes {
+            kernel: kernel?,
+            initrd: initrd?,
             cmdline: cmdline_hash(cmdline),
         })
     }
@@ -182,6 +217,16 @@ mod tests {
         let mut r: &[u8] = &initrd;
         let b = SevHashes::from_readers(&kernel[..], Some(&mut r), b"console=ttyS0").unwrap();
         assert_eq!(a, b);
+        let dir = std::env::temp_dir().join(format!("sev-hashes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (k, i) = (dir.join("k"), dir.join("i"));
+        std::fs::write(&k, &kernel).unwrap();
+        std::fs::write(&i, &initrd).unwrap();
+        let c = SevHashes::from_files(&k, Some(&i), b"console=ttyS0").unwrap();
+        let missing = SevHashes::from_files(&k, Some(&dir.join("missing")), b"");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(a, c);
+        assert_eq!(missing.unwrap_err().0, dir.join("missing"));
     }
 
     #[test]

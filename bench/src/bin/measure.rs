@@ -182,10 +182,9 @@ fn cloister_in_process(s: &Scenario) -> String {
     let bytes = std::fs::read(&s.ovmf).unwrap();
     let ovmf = OvmfImage::parse(&bytes).unwrap();
     let kernel_hashes = s.kernel.as_ref().map(|k| {
-        let mut initrd = s.initrd.as_ref().map(|p| std::fs::File::open(p).unwrap());
-        SevHashes::from_readers(
-            std::fs::File::open(k).unwrap(),
-            initrd.as_mut().map(|f| f as &mut dyn std::io::Read),
+        SevHashes::from_files(
+            Path::new(k),
+            s.initrd.as_deref().map(Path::new),
             s.append.unwrap_or("").as_bytes(),
         )
         .unwrap()

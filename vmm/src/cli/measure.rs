@@ -4,7 +4,6 @@
 //! modes: build the launch plan for QEMU + OVMF from the given firmware, kernel, initrd,
 //! command line and vCPUs, and print the launch digest it produces.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -211,29 +210,17 @@ fn vmm_type(name: &str) -> Result<VmmType, MeasureError> {
 }
 
 fn kernel_hashes(args: &MeasureArgs) -> Result<Option<SevHashes>, MeasureError> {
-    let Some(kernel_path) = &args.kernel else {
+    let Some(kernel) = &args.kernel else {
         return Ok(None);
     };
-    let open = |what, path: &Path| {
-        File::open(path).map_err(|source| MeasureError::Read {
-            what,
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let kernel = open("kernel", kernel_path)?;
-    let mut initrd = match &args.initrd {
-        // sev-snp-measure treats an empty path as "no initrd".
-        Some(p) if !p.as_os_str().is_empty() => Some(open("initrd", p)?),
-        _ => None,
-    };
+    // sev-snp-measure treats an empty --initrd as "no initrd".
+    let initrd = args.initrd.as_deref().filter(|p| !p.as_os_str().is_empty());
     let cmdline = args.append.as_deref().unwrap_or("");
-    let initrd_reader = initrd.as_mut().map(|f| f as &mut dyn std::io::Read);
-    SevHashes::from_readers(kernel, initrd_reader, cmdline.as_bytes())
+    SevHashes::from_files(kernel, initrd, cmdline.as_bytes())
         .map(Some)
-        .map_err(|source| MeasureError::Read {
-            what: "kernel or initrd",
-            path: kernel_path.clone(),
+        .map_err(|(path, source)| MeasureError::Read {
+            what: if path == *kernel { "kernel" } else { "initrd" },
+            path,
             source,
         })
 }
