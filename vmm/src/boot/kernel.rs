@@ -401,6 +401,38 @@ pub(crate) mod tests {
         assert!(load_kernel(&m, &tiny_elf(&[0xf4], 0x8000), "low", 32 << 20).is_err());
     }
 
+    /// Mutated images (random bytes flipped in headers, program headers and sizes) are
+    /// loaded or refused, never a panic.
+    #[test]
+    fn mutated_images_never_panic() {
+        let m = mem(32 << 20);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let bases = [tiny_elf(&[0xf4; 32], 0x20_0000), tiny_bzimage(1, 0x1000)];
+        for round in 0..20_000 {
+            let mut img = bases[round % 2].clone();
+            for _ in 0..1 + next() % 4 {
+                // Bias mutations towards the headers, where the parsing happens.
+                let span = if next() % 4 == 0 {
+                    img.len()
+                } else {
+                    0x280.min(img.len())
+                };
+                let at = (next() % span as u64) as usize;
+                img[at] = next() as u8;
+            }
+            if next() % 8 == 0 {
+                img.truncate((next() % img.len() as u64) as usize);
+            }
+            let _ = load_kernel(&m, &img, "fuzz", 32 << 20);
+        }
+    }
+
     #[test]
     fn places_initrd_high_and_refuses_what_does_not_fit() {
         let m = mem(32 << 20);
