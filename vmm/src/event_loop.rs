@@ -161,7 +161,7 @@ pub fn run(
     let signal_event = EventFd::new(EFD_NONBLOCK)?;
     events.add(signal_event.as_raw_fd(), TOKEN_SIGNAL)?;
     SIGNAL_EVENT.store(signal_event.as_raw_fd(), Ordering::SeqCst);
-    let _unregister = Unregister;
+    let _unregister = Unregister(signal_event.as_raw_fd());
     for num in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         if let Err(e) = vmm_sys_util::signal::register_signal_handler(num, handle_terminate) {
             log::warn!("cannot handle signal {num}: {e}");
@@ -203,12 +203,13 @@ pub fn run(
     }
 }
 
-/// Detaches the signal eventfd from the handler when the loop ends.
-struct Unregister;
+/// Detaches the signal eventfd from the handler when the loop ends (unless another loop
+/// in the same process, as in parallel tests, has installed its own since).
+struct Unregister(RawFd);
 
 impl Drop for Unregister {
     fn drop(&mut self) {
-        SIGNAL_EVENT.store(-1, Ordering::SeqCst);
+        let _ = SIGNAL_EVENT.compare_exchange(self.0, -1, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
