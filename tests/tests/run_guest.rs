@@ -478,6 +478,18 @@ fn two_vcpus_are_seen() {
 }
 
 #[test]
+fn cpu_check_fails_when_the_count_differs() {
+    // The CPU check must be able to fail: 1 vCPU given, 2 expected.
+    let run = run(&["--cpus", "1", "--cmdline", "cloister_test.cpus=2"]);
+    run.check(
+        run.has_line_starting("FAIL MPTABLE lists 1 CPUs, expected 2")
+            || run.has_line_starting("FAIL MADT lists 1 CPUs, expected 2"),
+        "the guest should report the CPU count mismatch",
+    );
+    run.expect_code(GUEST_FAILURE);
+}
+
+#[test]
 fn exit_codes_are_passed_out() {
     for code in [0, 7, 42] {
         let cmdline = format!("cloister_test.exit={code}");
