@@ -91,6 +91,33 @@ fn mit_vector(out: &mut Vec<Check>, name: &str, min: Option<u64>, got: Option<u6
     ));
 }
 
+fn describe_platform(pp: &crate::file::PlatformPolicy) -> String {
+    let mut parts = Vec::new();
+    if !pp.allow_smt_enabled {
+        parts.push("SMT disabled");
+    }
+    if !pp.allow_tsme_enabled {
+        parts.push("TSME disabled");
+    }
+    if pp.require_ecc {
+        parts.push("ECC enabled");
+    }
+    if pp.require_rapl_disabled {
+        parts.push("RAPL disabled");
+    }
+    if pp.require_ciphertext_hiding {
+        parts.push("ciphertext hiding enabled");
+    }
+    if pp.require_alias_check_complete {
+        parts.push("alias check complete");
+    }
+    if parts.is_empty() {
+        "no platform requirement".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 impl Policy {
     /// Applies the policy to `report` (already verified as genuine, of `generation`).
     pub fn check(&self, report: &AttestationReport, generation: Generation) -> Vec<Check> {
@@ -313,7 +340,7 @@ impl Policy {
             out.push(Check::new(
                 "policy.platform_info",
                 bad.is_empty(),
-                format!("{pp:?}"),
+                describe_platform(pp),
                 format!(
                     "PLATFORM_INFO {:#x}{}",
                     report.platform_info,
