@@ -45,18 +45,29 @@ impl ConsoleOutput {
     }
 }
 
-impl Write for ConsoleOutput {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl ConsoleOutput {
+    fn write_through(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             ConsoleOutput::Stdout => {
                 let mut out = io::stdout().lock();
                 out.write_all(buf)?;
-                out.flush()?;
-                Ok(buf.len())
+                out.flush()
             }
-            ConsoleOutput::File(f) => f.write(buf),
-            ConsoleOutput::Off => Ok(buf.len()),
+            ConsoleOutput::File(f) => f.write_all(buf),
+            ConsoleOutput::Off => Ok(()),
         }
+    }
+}
+
+impl Write for ConsoleOutput {
+    /// Never fails towards the UART: when the sink breaks (a closed pipe, a full disk)
+    /// the console says so once and discards the rest, and the guest runs on.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Err(e) = self.write_through(buf) {
+            log::warn!("serial console output failed ({e}); discarding further output");
+            *self = ConsoleOutput::Off;
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -149,6 +160,19 @@ mod tests {
         let mut byte = [0u8];
         uart.read(THR, &mut byte);
         assert_eq!(byte, *b"o");
+    }
+
+    #[test]
+    fn a_broken_sink_is_dropped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console");
+        let mut out = ConsoleOutput::file(&path).unwrap();
+        assert_eq!(out.write(b"ok").unwrap(), 2);
+        // A read-only handle makes every write fail.
+        out = ConsoleOutput::File(File::open(&path).unwrap());
+        assert_eq!(out.write(b"lost").unwrap(), 4);
+        assert!(matches!(out, ConsoleOutput::Off));
+        assert_eq!(std::fs::read(&path).unwrap(), b"ok");
     }
 
     #[test]
