@@ -6,9 +6,10 @@
 //! `cargo build -p cloister-vmm --bin cloister` for that profile (a no-op when it is up to
 //! date), as `run_guest.rs` does.
 //!
-//! The /dev/kvm permission case runs the monitor as user `nobody` (through `setpriv`)
-//! when the tests run as root, and otherwise points `--kvm-device` at a file this user
-//! cannot open.
+//! The permission case opens /dev/kvm (or, where that is world-accessible, a mode-000
+//! stand-in) as a user who may not: `nobody` through `setpriv`, running a copy of the
+//! monitor from a world-readable temporary directory, when the tests run as root;
+//! otherwise the current user.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -232,40 +233,44 @@ fn kvm_device_missing_or_not_kvm() {
 
 #[test]
 fn kvm_device_without_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A device node nobody but its owner may open: /dev/kvm itself when it is not
+    // world-accessible (as here), else a stand-in file with mode 000.
+    let locked = dir.path().join("kvm-locked");
+    std::fs::write(&locked, b"").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let kvm_mode = std::fs::metadata("/dev/kvm").map(|m| m.permissions().mode());
+    let device = match kvm_mode {
+        Ok(mode) if mode & 0o006 == 0 => PathBuf::from("/dev/kvm"),
+        _ => locked,
+    };
+    let device = device.to_str().unwrap().to_string();
     // /proc/self belongs to the process's effective user.
     let root = std::fs::metadata("/proc/self").expect("/proc/self").uid() == 0;
-    if root {
-        // /dev/kvm must exist (the other tests need it); as `nobody` it cannot be opened
-        // unless the host made it world-accessible.
-        let mode = std::fs::metadata("/dev/kvm")
-            .expect("/dev/kvm is missing")
-            .permissions()
-            .mode();
-        assert_eq!(
-            mode & 0o006,
-            0,
-            "/dev/kvm is world-accessible; the permission case cannot be shown as nobody"
-        );
-        let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(cloister())
-            .args(["run", "--serial", "off"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run setpriv (util-linux)");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(VMM_ERROR), "stderr: {stderr}");
-        assert!(
-            stderr.contains("no permission to open /dev/kvm"),
-            "stderr: {stderr}"
-        );
-    } else {
-        let dir = tempfile::tempdir().unwrap();
-        let locked = temp_file(dir.path(), "kvm", b"");
-        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if !root {
         assert_refused(
-            &["--kvm-device", &locked],
-            &format!("no permission to open {locked}"),
+            &["--kvm-device", &device],
+            &format!("no permission to open {device}"),
         );
+        return;
     }
+    // As root, drop to `nobody` with a copy of the binary it can execute, wherever the
+    // checkout lives.
+    let bin = dir.path().join("cloister");
+    std::fs::copy(cloister(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["run", "--serial", "off", "--kvm-device", &device])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(VMM_ERROR), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("no permission to open {device}")),
+        "stderr: {stderr}"
+    );
 }

@@ -15,7 +15,9 @@ use vmm_sys_util::signal::Killable;
 
 use crate::acpi;
 use crate::boot::e820::e820_map;
-use crate::boot::kernel::{load_initrd, load_kernel, write_cmdline, LoadError, LoadedKernel};
+use crate::boot::kernel::{
+    detect_format, load_initrd, load_kernel, write_cmdline, LoadError, LoadedKernel,
+};
 use crate::boot::layout::{
     ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, DEBUG_EXIT_PORT, I8042_PORT, IRQ_MAX,
     VIRTIO_GSI_START, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START,
@@ -196,14 +198,6 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
 /// Builds the VM described by `config` on the KVM device at `kvm_path` (normally
 /// [`crate::vstate::vm::KVM_PATH`]).
 pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
-    let kvm = open_kvm(kvm_path)?;
-    let max = kvm.get_max_vcpus();
-    if usize::from(config.vcpus) > max {
-        return Err(BuildError::TooManyVcpus {
-            asked: config.vcpus,
-            max,
-        });
-    }
     let (kernel_image, kernel_name) = match &config.kernel {
         KernelSource::File(path) => (read_file("kernel image", path)?, path.display().to_string()),
         KernelSource::BuiltIn if crate::test_guest::ELF.is_empty() => {
@@ -218,6 +212,19 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         Some(path) => Some((read_file("initrd", path)?, path.display().to_string())),
         None => None,
     };
+    // The user's files are checked before KVM, so their errors do not depend on the host.
+    if detect_format(&kernel_image).is_none() {
+        return Err(LoadError::UnknownFormat(kernel_name).into());
+    }
+
+    let kvm = open_kvm(kvm_path)?;
+    let max = kvm.get_max_vcpus();
+    if usize::from(config.vcpus) > max {
+        return Err(BuildError::TooManyVcpus {
+            asked: config.vcpus,
+            max,
+        });
+    }
 
     let mem = create_guest_memory(config.memory)?;
     let vm = Vm::new(&kvm)?;
