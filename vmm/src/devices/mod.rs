@@ -2,6 +2,6 @@
 
 pub mod bus;
 pub mod exit;
-pub mod virtio;
 pub mod legacy;
 pub mod serial;
+pub mod virtio;
