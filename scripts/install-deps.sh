@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use (QEMU, OVMF, busybox, cpio), once.
 set -euo pipefail
-pkgs=(qemu-system-x86 ovmf busybox-static cpio xz-utils zstd file acpica-tools python3 python3-venv)
+pkgs=(qemu-system-x86 ovmf busybox-static cpio xz-utils zstd file acpica-tools python3 python3-venv openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+#[path = "../../attestation/tests/common/amd_pki.rs"]
+mod amd_pki;
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -398,29 +401,119 @@ fn unusable_input_exits_2_with_a_clear_message() {
     assert!(!r.stderr.contains("panicked"));
 }
 
+/// CRLs made at test time (attestation/tests/common/amd_pki.rs, `openssl` CLI) against a
+/// test chain re-keyed from AMD's Milan certificates, whose ARK is allowed with
+/// `--allow-untrusted-ark`, and against AMD's real chain.
 #[test]
-fn crl_from_amd_is_checked() {
-    let crl = workspace_root().join("attestation/tests/data/amd-milan.crl.pem");
-    let crl = crl.display().to_string();
-    let base = [
-        "--report",
-        &v("milan-v2-vcek/report.bin"),
-        "--vek",
-        &v("milan-v2-vcek/vek.der"),
-        "--crl",
-        &crl,
-    ];
-    let mut fresh = base.to_vec();
-    fresh.extend(["--at", "2025-12-01T00:00:00Z"]);
-    let r = verify(&fresh);
+fn generated_crls_are_checked() {
+    let pki = amd_pki::Pki::milan(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "verify-cli-crl-pki",
+        &workspace_root().join("attestation/roots/milan"),
+        &vectors().join("milan-v2-vcek"),
+    );
+    let (this_update, next_update) = ("251101000000Z", "260101000000Z");
+    let fresh = pki.crl("fresh.crl.pem", this_update, next_update, &[]);
+    let forged = pki.forged_crl("forged.crl.pem", &pki.ark, this_update, next_update);
+    let revoking = pki.crl(
+        "revokes-ask.crl.pem",
+        this_update,
+        next_update,
+        &[&pki.ask_serial],
+    );
+    let s = |p: &Path| p.display().to_string();
+    let (report, vcek, chain) = (s(&pki.report), s(&pki.vcek), s(&pki.chain));
+    let test_chain = |crl: &Path, at: &str| {
+        verify(&[
+            "--report",
+            &report,
+            "--vek",
+            &vcek,
+            "--chain",
+            &chain,
+            "--allow-untrusted-ark",
+            "--crl",
+            &s(crl),
+            "--at",
+            at,
+        ])
+    };
+
+    // Fresh CRL signed by the chain's ARK: accepted.
+    let r = test_chain(&fresh, "2025-12-01T00:00:00Z");
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("pass   crl.signature"), "{}", r.stdout);
-    // Checked now, after its nextUpdate, the CRL is stale.
-    let r = verify(&base);
-    assert_eq!(r.code, 1, "{}", r.stdout);
+    for name in [
+        "crl.signature",
+        "crl.issuer",
+        "crl.validity",
+        "crl.revocation",
+    ] {
+        assert!(r.stdout.contains(&format!("pass   {name}")), "{}", r.stdout);
+    }
+    // After its nextUpdate the CRL is stale.
+    let r = test_chain(&fresh, "2026-02-01T00:00:00Z");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("REJECTED (1 failed: crl.validity)"),
         "{}",
         r.stdout
     );
+    assert!(
+        r.stdout.contains("nextUpdate 2026-01-01T00:00:00Z"),
+        "{}",
+        r.stdout
+    );
+    // Same issuer name, signed by a foreign key.
+    let r = test_chain(&forged, "2025-12-01T00:00:00Z");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("REJECTED (1 failed: crl.signature)"),
+        "{}",
+        r.stdout
+    );
+    // The CRL revokes the ASK: the verdict names it.
+    let r = test_chain(&revoking, "2025-12-01T00:00:00Z");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("REJECTED (1 failed: crl.revocation)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("ASK SEV-Milan is REVOKED"),
+        "{}",
+        r.stdout
+    );
+
+    // AMD's real chain and report with a CRL that names ARK-Milan but that AMD did not
+    // sign: only the CRL signature fails.
+    let real = |crl: &Path| {
+        verify(&[
+            "--report",
+            &v("milan-v2-vcek/report.bin"),
+            "--vek",
+            &v("milan-v2-vcek/vek.der"),
+            "--crl",
+            &s(crl),
+            "--at",
+            "2025-12-01T00:00:00Z",
+        ])
+    };
+    let r = real(&fresh);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("REJECTED (1 failed: crl.signature)"),
+        "{}",
+        r.stdout
+    );
+
+    // A truncated CRL: unusable input, exit 2, a clear error, no panic.
+    let truncated = pki.dir.join("truncated.crl.der");
+    let der = amd_pki::openssl(&pki.dir, &["crl", "-in", &s(&fresh), "-outform", "DER"]);
+    std::fs::write(&truncated, &der[..der.len() / 2]).unwrap();
+    let r = real(&truncated);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("is not an X.509 CRL"), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
 }
