@@ -24,6 +24,7 @@ use std::sync::OnceLock;
 use cloister_attestation::launch::{qemu_ovmf_plan, QemuOvmfParams, VmmType};
 use cloister_firmware::synthetic::SyntheticOvmf;
 use cloister_firmware::{GpaRange, OvmfImage, SectionKind, SevHashes, SevMetadataSection};
+use cloister_tests::{cloister, workspace_root};
 
 /// The sev-snp-measure release this test was validated against.
 const SSM_VERSION: &str = "0.0.13";
@@ -49,52 +50,10 @@ const SSM_VCPU_TYPES: &[&str] = &[
     "EPYC-Turin",
 ];
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-/// The `cloister` binary: `$CLOISTER_BIN`, else built for this test's profile.
-fn cloister() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("CLOISTER_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in target/<profile>/deps");
-        let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut build = Command::new(&cargo);
-        build
-            .args(["build", "-p", "cloister-vmm", "--bin", "cloister"])
-            .current_dir(workspace_root());
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let status = build
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {cargo} to build cloister: {e}"));
-        assert!(status.success(), "building cloister failed: {status}");
-        profile_dir.join("cloister")
-    })
 }
 
 fn run(cmd: &mut Command, what: &str) -> std::process::Output {

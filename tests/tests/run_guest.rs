@@ -16,11 +16,10 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use cloister_tests::cloister;
 use sha2::{Digest, Sha256};
 
 /// Longest a single guest run may take (a boot takes well under a second normally; the
@@ -30,54 +29,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const PREFIX: &str = "CLOISTER-GUEST: ";
 /// Exit code of the guest when one of its checks failed (tests/guest/src/main.rs).
 const GUEST_FAILURE: i32 = cloister_vmm::test_guest::FAILURE_EXIT_CODE as i32;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// The `cloister` binary, built for this test's profile on first use.
-fn cloister() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("CLOISTER_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/run_guest-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in target/<profile>/deps");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile directory name");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut build = Command::new(&cargo);
-        build
-            .args(["build", "-p", "cloister-vmm", "--bin", "cloister"])
-            .current_dir(workspace_root());
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let status = build
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {cargo} to build cloister: {e}"));
-        assert!(status.success(), "building cloister failed: {status}");
-        let bin = profile_dir.join("cloister");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-}
 
 /// Fails the test, loudly, when /dev/kvm is missing or cannot be opened read-write.
 fn require_kvm() {

@@ -9,17 +9,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+
+use cloister_tests::{cloister, workspace_root};
 
 #[path = "../../attestation/tests/common/amd_pki.rs"]
 mod amd_pki;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp")
@@ -27,39 +21,6 @@ fn vectors() -> PathBuf {
 
 fn v(rel: &str) -> String {
     vectors().join(rel).display().to_string()
-}
-
-fn cloister() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("CLOISTER_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut build = Command::new(&cargo);
-        build
-            .args(["build", "-p", "cloister-vmm", "--bin", "cloister"])
-            .current_dir(workspace_root());
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let status = build
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-        assert!(status.success(), "building cloister failed: {status}");
-        let bin = profile_dir.join("cloister");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
 }
 
 struct Run {
