@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# The project's one test command: installs what the tests need, then checks format,
-# lints and runs every test. `.ci/run` runs exactly this.
+# The project's one test command: installs what the tests need, then checks format and
+# lints, runs every fuzz target briefly, and runs every test. `.ci/run` runs exactly this.
+#
+#   FUZZ_SECONDS=N   seconds per fuzz target (default 15; 0 skips the fuzz smoke run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+fuzz_seconds="${FUZZ_SECONDS:-15}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version '^0.13' --locked
+  fuzz/smoke.sh "$fuzz_seconds"
+fi
 cargo test --workspace --release
