@@ -9,7 +9,7 @@ use crate::guid::{
     SEV_SECRET_BLOCK,
 };
 use crate::ovmf::GpaRange;
-use crate::sev_metadata::{self, SevMetadataSection};
+use crate::sev_metadata::{self, SectionKind, SevMetadataSection};
 
 /// What to put into a synthetic image.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +29,35 @@ pub struct SyntheticOvmf {
 }
 
 impl SyntheticOvmf {
+    /// The layout of OVMF's AmdSev package (as QEMU's SNP guests see it): SEC memory,
+    /// secrets, CPUID and kernel-hashes pages below 8.1 MiB, the hashes table at the end of
+    /// its page, the secret block and the SEV-ES reset block, in an image of `size` bytes
+    /// filled from `seed`.
+    pub fn amd_sev_like(size: usize, seed: u64) -> Self {
+        let section = |gpa, size, kind| SevMetadataSection { gpa, size, kind };
+        Self {
+            size,
+            seed,
+            sev_es_reset_eip: Some(0x80_b004),
+            sev_hashes_table: Some(GpaRange {
+                gpa: 0x80_fc00,
+                size: 0x400,
+            }),
+            sev_secret_block: Some(GpaRange {
+                gpa: 0x80_d000,
+                size: 0x1000,
+            }),
+            sections: Some(vec![
+                section(0x80_0000, 0x9000, SectionKind::SecMemory),
+                section(0x80_a000, 0x3000, SectionKind::SecMemory),
+                section(0x80_d000, 0x1000, SectionKind::Secrets),
+                section(0x80_e000, 0x1000, SectionKind::Cpuid),
+                section(0x80_f000, 0x1000, SectionKind::KernelHashes),
+                section(0x81_0000, 0x10000, SectionKind::SecMemory),
+            ]),
+        }
+    }
+
     /// Builds the image bytes. Returns `None` if `size` cannot hold the tables.
     pub fn build(&self) -> Option<Vec<u8>> {
         let mut image = vec![0u8; self.size];

@@ -231,30 +231,7 @@ fn section(gpa: u32, size: u32, kind: SectionKind) -> SevMetadataSection {
 fn synthetic_images() -> Vec<(&'static str, SyntheticOvmf)> {
     use SectionKind::*;
     vec![
-        (
-            "amdsev-like-2m",
-            SyntheticOvmf {
-                size: 2 << 20,
-                seed: 11,
-                sev_es_reset_eip: Some(0x80_b004),
-                sev_hashes_table: Some(GpaRange {
-                    gpa: 0x80_fc00,
-                    size: 0x400,
-                }),
-                sev_secret_block: Some(GpaRange {
-                    gpa: 0x80_d000,
-                    size: 0x1000,
-                }),
-                sections: Some(vec![
-                    section(0x80_0000, 0x9000, SecMemory),
-                    section(0x80_a000, 0x3000, SecMemory),
-                    section(0x80_d000, 0x1000, Secrets),
-                    section(0x80_e000, 0x1000, Cpuid),
-                    section(0x80_f000, 0x1000, KernelHashes),
-                    section(0x81_0000, 0x10000, SecMemory),
-                ]),
-            },
-        ),
+        ("amdsev-like-2m", SyntheticOvmf::amd_sev_like(2 << 20, 11)),
         (
             "hashes-at-page-start-4m",
             SyntheticOvmf {

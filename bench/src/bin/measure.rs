@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use cloister_attestation::launch::{cpu_types, qemu_ovmf_plan, QemuOvmfParams, VmmType};
 use cloister_firmware::synthetic::SyntheticOvmf;
-use cloister_firmware::{GpaRange, OvmfImage, SectionKind, SevHashes, SevMetadataSection};
+use cloister_firmware::{OvmfImage, SevHashes};
 
 const SSM_VERSION: &str = "0.0.13";
 const DEBIAN_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
@@ -314,30 +314,7 @@ fn main() {
         std::fs::write(&p, bytes).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let s = |gpa, size, kind| SevMetadataSection { gpa, size, kind };
-    let synthetic = SyntheticOvmf {
-        size: 4 << 20,
-        seed: 42,
-        sev_es_reset_eip: Some(0x80_b004),
-        sev_hashes_table: Some(GpaRange {
-            gpa: 0x80_fc00,
-            size: 0x400,
-        }),
-        sev_secret_block: Some(GpaRange {
-            gpa: 0x80_d000,
-            size: 0x1000,
-        }),
-        sections: Some(vec![
-            s(0x80_0000, 0x9000, SectionKind::SecMemory),
-            s(0x80_a000, 0x3000, SectionKind::SecMemory),
-            s(0x80_d000, 0x1000, SectionKind::Secrets),
-            s(0x80_e000, 0x1000, SectionKind::Cpuid),
-            s(0x80_f000, 0x1000, SectionKind::KernelHashes),
-            s(0x81_0000, 0x10000, SectionKind::SecMemory),
-        ]),
-    }
-    .build()
-    .unwrap();
+    let synthetic = SyntheticOvmf::amd_sev_like(4 << 20, 42).build().unwrap();
     let scenarios = [
         Scenario {
             name: "A: synthetic 4 MiB OVMF + 10 MiB kernel + 30 MiB initrd, 4 vCPUs",
