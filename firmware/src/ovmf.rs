@@ -187,26 +187,7 @@ mod tests {
     use crate::synthetic::SyntheticOvmf;
 
     fn sample() -> SyntheticOvmf {
-        let s = |gpa, size, kind| SevMetadataSection { gpa, size, kind };
-        SyntheticOvmf {
-            size: 64 * 1024,
-            seed: 1,
-            sev_es_reset_eip: Some(0x80_b004),
-            sev_hashes_table: Some(GpaRange {
-                gpa: 0x80_fc00,
-                size: 0x400,
-            }),
-            sev_secret_block: Some(GpaRange {
-                gpa: 0x80_d000,
-                size: 0x1000,
-            }),
-            sections: Some(vec![
-                s(0x80_0000, 0x9000, SectionKind::SecMemory),
-                s(0x80_d000, 0x1000, SectionKind::Secrets),
-                s(0x80_e000, 0x1000, SectionKind::Cpuid),
-                s(0x80_f000, 0x1000, SectionKind::KernelHashes),
-            ]),
-        }
+        SyntheticOvmf::amd_sev_minimal(64 * 1024, 1)
     }
 
     #[test]

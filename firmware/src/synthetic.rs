@@ -28,13 +28,16 @@ pub struct SyntheticOvmf {
     pub sections: Option<Vec<SevMetadataSection>>,
 }
 
+fn section(gpa: u32, size: u32, kind: SectionKind) -> SevMetadataSection {
+    SevMetadataSection { gpa, size, kind }
+}
+
 impl SyntheticOvmf {
-    /// The layout of OVMF's AmdSev package (as QEMU's SNP guests see it): SEC memory,
-    /// secrets, CPUID and kernel-hashes pages below 8.1 MiB, the hashes table at the end of
-    /// its page, the secret block and the SEV-ES reset block, in an image of `size` bytes
-    /// filled from `seed`.
-    pub fn amd_sev_like(size: usize, seed: u64) -> Self {
-        let section = |gpa, size, kind| SevMetadataSection { gpa, size, kind };
+    /// The smallest layout QEMU can launch as an SNP guest with measured direct boot: SEC
+    /// memory, secrets, CPUID and kernel-hashes pages below 8 MiB + 64 KiB, the hashes table
+    /// at the end of its page, the secret block and the SEV-ES reset block, in an image of
+    /// `size` bytes filled from `seed`.
+    pub fn amd_sev_minimal(size: usize, seed: u64) -> Self {
         Self {
             size,
             seed,
@@ -49,13 +52,23 @@ impl SyntheticOvmf {
             }),
             sections: Some(vec![
                 section(0x80_0000, 0x9000, SectionKind::SecMemory),
-                section(0x80_a000, 0x3000, SectionKind::SecMemory),
                 section(0x80_d000, 0x1000, SectionKind::Secrets),
                 section(0x80_e000, 0x1000, SectionKind::Cpuid),
                 section(0x80_f000, 0x1000, SectionKind::KernelHashes),
-                section(0x81_0000, 0x10000, SectionKind::SecMemory),
             ]),
         }
+    }
+
+    /// The layout of OVMF's AmdSev package (as QEMU's SNP guests see it):
+    /// [`Self::amd_sev_minimal`] plus the SEC memory OVMF adds between the first section
+    /// and the secrets page and above the kernel-hashes page.
+    pub fn amd_sev_like(size: usize, seed: u64) -> Self {
+        let mut ovmf = Self::amd_sev_minimal(size, seed);
+        if let Some(sections) = ovmf.sections.as_mut() {
+            sections.insert(1, section(0x80_a000, 0x3000, SectionKind::SecMemory));
+            sections.push(section(0x81_0000, 0x10000, SectionKind::SecMemory));
+        }
+        ovmf
     }
 
     /// Builds the image bytes. Returns `None` if `size` cannot hold the tables.

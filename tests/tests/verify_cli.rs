@@ -46,6 +46,13 @@ fn verify(args: &[&str]) -> Run {
     }
 }
 
+/// Asserts exit status 1 and a verdict rejected by exactly the one check `check`.
+fn assert_rejected_by_one(r: &Run, check: &str) {
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let verdict = format!("REJECTED (1 failed: {check})");
+    assert!(r.stdout.contains(&verdict), "{}", r.stdout);
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -184,13 +191,7 @@ fn policy_facts_from_the_vectors_readme_fire() {
         "--vek",
         &v("milan-v2-tcb-skew/vek.der"),
     ]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stdout
-            .contains("REJECTED (1 failed: policy.provisional_firmware)"),
-        "{}",
-        r.stdout
-    );
+    assert_rejected_by_one(&r, "policy.provisional_firmware");
 
     // Guest SVN 4 and the family/image IDs of the tcb-skew report.
     let dir = tempfile::tempdir().unwrap();
@@ -413,12 +414,7 @@ fn generated_crls_are_checked() {
     }
     // After its nextUpdate the CRL is stale.
     let r = test_chain(&fresh, "2026-02-01T00:00:00Z");
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("REJECTED (1 failed: crl.validity)"),
-        "{}",
-        r.stdout
-    );
+    assert_rejected_by_one(&r, "crl.validity");
     assert!(
         r.stdout.contains("nextUpdate 2026-01-01T00:00:00Z"),
         "{}",
@@ -426,20 +422,10 @@ fn generated_crls_are_checked() {
     );
     // Same issuer name, signed by a foreign key.
     let r = test_chain(&forged, "2025-12-01T00:00:00Z");
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("REJECTED (1 failed: crl.signature)"),
-        "{}",
-        r.stdout
-    );
+    assert_rejected_by_one(&r, "crl.signature");
     // The CRL revokes the ASK: the verdict names it.
     let r = test_chain(&revoking, "2025-12-01T00:00:00Z");
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("REJECTED (1 failed: crl.revocation)"),
-        "{}",
-        r.stdout
-    );
+    assert_rejected_by_one(&r, "crl.revocation");
     assert!(
         r.stdout.contains("ASK SEV-Milan is REVOKED"),
         "{}",
@@ -461,12 +447,7 @@ fn generated_crls_are_checked() {
         ])
     };
     let r = real(&fresh);
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("REJECTED (1 failed: crl.signature)"),
-        "{}",
-        r.stdout
-    );
+    assert_rejected_by_one(&r, "crl.signature");
 
     // A truncated CRL: unusable input, exit 2, a clear error, no panic.
     let truncated = pki.dir.join("truncated.crl.der");

@@ -563,7 +563,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use cloister_firmware::synthetic::SyntheticOvmf;
-    use cloister_firmware::{GpaRange, SevMetadataSection};
+    use cloister_firmware::GpaRange;
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -644,22 +644,9 @@ mod tests {
     }
 
     fn synthetic() -> SyntheticOvmf {
-        let s = |gpa, size, kind| SevMetadataSection { gpa, size, kind };
         SyntheticOvmf {
-            size: 128 * 1024,
-            seed: 7,
-            sev_es_reset_eip: Some(0x80_b004),
-            sev_hashes_table: Some(GpaRange {
-                gpa: 0x80_fc00,
-                size: 0x400,
-            }),
             sev_secret_block: None,
-            sections: Some(vec![
-                s(0x80_0000, 0x9000, SectionKind::SecMemory),
-                s(0x80_d000, 0x1000, SectionKind::Secrets),
-                s(0x80_e000, 0x1000, SectionKind::Cpuid),
-                s(0x80_f000, 0x1000, SectionKind::KernelHashes),
-            ]),
+            ..SyntheticOvmf::amd_sev_minimal(128 * 1024, 7)
         }
     }
 
