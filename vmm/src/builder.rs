@@ -19,8 +19,8 @@ use crate::boot::kernel::{
     detect_format, load_initrd, load_kernel, write_cmdline, LoadError, LoadedKernel,
 };
 use crate::boot::layout::{
-    ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, DEBUG_EXIT_PORT, I8042_PORT, IRQ_MAX,
-    VIRTIO_GSI_START, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START,
+    ACPI_SLEEP_CONTROL_PORT, CMOS_RTC_PORT, CMOS_RTC_PORT_COUNT, COM1_IRQ, COM1_PORT,
+    DEBUG_EXIT_PORT, I8042_PORT, IRQ_MAX, VIRTIO_GSI_START, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START,
 };
 use crate::boot::mptable::{write_mptable, MpTableError};
 use crate::boot::paging::write_identity_tables;
@@ -29,6 +29,7 @@ use crate::config::{DiskSpec, KernelSource, SerialMode, VmConfig};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::exit::ExitHandle;
 use crate::devices::legacy::{AcpiSleepControl, DebugExit, I8042};
+use crate::devices::rtc::CmosRtc;
 use crate::devices::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::virtio;
 use crate::event_loop::{self, LoopEnd, TerminalInput};
@@ -269,6 +270,9 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         2,
     )
     .map_err(bus_err("the ACPI sleep control register"))?;
+    let rtc = Arc::new(Mutex::new(CmosRtc::new()));
+    pio.insert(rtc, CMOS_RTC_PORT, CMOS_RTC_PORT_COUNT)
+        .map_err(bus_err("the CMOS RTC"))?;
 
     let slots = attach_virtio_disks(&vm, &mem, &mut mmio, &config.disks)?;
 

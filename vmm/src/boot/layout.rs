@@ -68,5 +68,9 @@ pub const COM1_IRQ: u32 = 4;
 pub const DEBUG_EXIT_PORT: u64 = 0xf4;
 /// I/O port of the i8042 data register (0x60); the command register is at 0x64.
 pub const I8042_PORT: u64 = 0x60;
+/// I/O port of the CMOS RTC index register (0x70); its data register is the next port.
+pub const CMOS_RTC_PORT: u64 = 0x70;
+/// Number of I/O ports of the CMOS RTC: index and data.
+pub const CMOS_RTC_PORT_COUNT: u64 = 2;
 /// I/O port of the ACPI hardware-reduced sleep control register (described in the FADT).
 pub const ACPI_SLEEP_CONTROL_PORT: u64 = 0x3c0;

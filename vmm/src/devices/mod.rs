@@ -3,5 +3,6 @@
 pub mod bus;
 pub mod exit;
 pub mod legacy;
+pub mod rtc;
 pub mod serial;
 pub mod virtio;
