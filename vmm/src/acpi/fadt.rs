@@ -17,7 +17,15 @@ const VGA_NOT_PRESENT: u16 = 1 << 2;
 const MSI_NOT_SUPPORTED: u16 = 1 << 3;
 /// IA-PC boot architecture flag: the OS must not touch PCIe ASPM.
 const PCIE_ASPM_CONTROLS: u16 = 1 << 4;
-// Bit 1 (8042) left clear: there is no PS/2 controller to probe.
+/// IA-PC boot architecture flag (ACPI 5.0 and later): there is no CMOS RTC at ports
+/// 0x70/0x71 to probe. The monitor does emulate one there, for guests booted without
+/// ACPI; a guest that reads this table takes its wall clock from kvmclock instead and
+/// skips the RTC driver (Linux's rtc_cmos probe alone is seconds of port I/O under
+/// nested virtualization).
+const CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
+// Bit 0 (legacy devices) and bit 1 (8042) left clear: no ISA devices for the OS to
+// enumerate by convention, and no PS/2 controller to probe (the i8042 the monitor
+// emulates is there for its reset line only).
 
 /// Length of a revision 6 FADT.
 pub const FADT_LEN: usize = 276;
@@ -29,6 +37,8 @@ pub const SLEEP_CONTROL_OFFSET: usize = 244;
 pub const SLEEP_STATUS_OFFSET: usize = 256;
 /// Offset of the Flags field.
 pub const FLAGS_OFFSET: usize = 112;
+/// Offset of IAPC_BOOT_ARCH (2 bytes).
+pub const IAPC_BOOT_ARCH_OFFSET: usize = 109;
 
 /// Builds the FADT pointing at the DSDT at `dsdt_addr`, with the sleep control register
 /// at I/O port `sleep_control_port` and the sleep status register at `sleep_status_port`.
@@ -45,7 +55,8 @@ pub fn fadt(dsdt_addr: u64, sleep_control_port: u16, sleep_status_port: u16) -> 
     t.zeros(8); // block lengths, GPE1_BASE, CST_CNT
     t.zeros(2 * 4); // P_LVL2_LAT, P_LVL3_LAT, FLUSH_SIZE, FLUSH_STRIDE
     t.zeros(5); // DUTY_OFFSET, DUTY_WIDTH, DAY_ALRM, MON_ALRM, CENTURY
-    t.u16(VGA_NOT_PRESENT | MSI_NOT_SUPPORTED | PCIE_ASPM_CONTROLS); // IAPC_BOOT_ARCH
+                // IAPC_BOOT_ARCH
+    t.u16(VGA_NOT_PRESENT | MSI_NOT_SUPPORTED | PCIE_ASPM_CONTROLS | CMOS_RTC_NOT_PRESENT);
     t.u8(0); // reserved
     t.u32(HW_REDUCED_ACPI | PWR_BUTTON | SLP_BUTTON); // Flags
     t.zeros(12); // RESET_REG: none
@@ -59,4 +70,34 @@ pub fn fadt(dsdt_addr: u64, sleep_control_port: u16, sleep_status_port: u16) -> 
     t.push(&gas_io_port_u8(sleep_status_port));
     t.push(b"CLOISTER"); // hypervisor vendor identity
     t.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn iapc_boot_arch_says_no_cmos_rtc_no_vga_no_msi_no_aspm_and_nothing_else() {
+        let t = fadt(0xe_0100, 0x3c0, 0x3c1);
+        assert_eq!(t.len(), FADT_LEN);
+        let field = &t[IAPC_BOOT_ARCH_OFFSET..IAPC_BOOT_ARCH_OFFSET + 2];
+        let flags = u16::from_le_bytes(field.try_into().unwrap());
+        assert_eq!(
+            flags, 0b11_1100,
+            "bits 2 (VGA), 3 (MSI), 4 (ASPM), 5 (CMOS RTC)"
+        );
+        assert_ne!(flags & (1 << 5), 0, "CMOS RTC Not Present");
+        assert_eq!(flags & 0b11, 0, "no legacy devices, no 8042");
+        assert_eq!(
+            t[IAPC_BOOT_ARCH_OFFSET + 2],
+            0,
+            "the reserved byte after it"
+        );
+        assert_eq!(
+            u32::from_le_bytes(t[FLAGS_OFFSET..FLAGS_OFFSET + 4].try_into().unwrap()),
+            HW_REDUCED_ACPI | PWR_BUTTON | SLP_BUTTON,
+            "the Flags field right after is unchanged"
+        );
+    }
 }

@@ -97,6 +97,16 @@ fn fadt_is_hardware_reduced_with_sleep_registers_on_io_ports() {
         0,
         "HW_REDUCED_ACPI"
     );
+    let boot_arch = u16::from_le_bytes(
+        fadt[fadt::IAPC_BOOT_ARCH_OFFSET..fadt::IAPC_BOOT_ARCH_OFFSET + 2]
+            .try_into()
+            .unwrap(),
+    );
+    assert_ne!(
+        boot_arch & (1 << 5),
+        0,
+        "IAPC_BOOT_ARCH: CMOS RTC Not Present"
+    );
     let ctl = &fadt[fadt::SLEEP_CONTROL_OFFSET..fadt::SLEEP_CONTROL_OFFSET + 12];
     let sts = &fadt[fadt::SLEEP_STATUS_OFFSET..fadt::SLEEP_STATUS_OFFSET + 12];
     // System I/O, 8 bits wide, offset 0, byte access, port.
@@ -542,6 +552,10 @@ fn acpica_disassembles_the_tables_cleanly() {
         "EisaId (\"PNP0501\")",
         "Name (\\_S5, Package (0x04)",
         "Hardware Reduced (V5) : 1",
+        "Boot Flags (decoded below) : 003C",
+        "8042 Present on ports 60/64 (V2) : 0",
+        "VGA Not Present (V4) : 1",
+        "CMOS RTC Not Present (V5) : 1",
         "Processor ID : 01",
         "Local Apic ID : 01",
         "Address : FEC00000",
