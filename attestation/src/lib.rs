@@ -4,4 +4,5 @@
 pub mod certs;
 pub mod launch;
 pub mod report;
+pub mod sim;
 pub mod verify;

@@ -11,11 +11,16 @@ mod builtin;
 mod crl;
 mod extensions;
 mod load;
+mod simulation;
 
 pub use builtin::{builtin_roots, BuiltinRoots};
 pub use crl::Crl;
 pub use extensions::{AmdExtensions, OID_CSP_ID, OID_HWID, OID_PRODUCT_NAME, OID_TCB_PREFIX};
 pub use load::CertBundle;
+pub use simulation::{
+    names_simulation, sim_distinguished_name, SIM_COUNTRY, SIM_LOCALITY, SIM_ORGANIZATION,
+    SIM_ORGANIZATIONAL_UNIT, SIM_STATE,
+};
 
 use ring::signature::{self, UnparsedPublicKey};
 use thiserror::Error;

@@ -1,8 +1,13 @@
 //! The AMD certificate chain: ARK (built in, or user-supplied and equal to the built-in one)
-//! → ASK or ASVK → VCEK or VLEK.
+//! → ASK or ASVK → VCEK or VLEK. The Cloister simulation root (`crate::sim`) has the same
+//! structure and is checked by the same code; its ARK is trusted only with
+//! [`VerifyOptions::trust_sim_root`].
 
 use super::{rfc3339, Check, VerifyOptions};
-use crate::certs::{builtin_roots, CertBundle, CertRole, Certificate, PublicKey, SignatureAlg};
+use crate::certs::{
+    builtin_roots, sim_distinguished_name, BuiltinRoots, CertBundle, CertRole, Certificate,
+    PublicKey, SignatureAlg,
+};
 use crate::report::Generation;
 
 /// The distinguished name AMD uses before the common name, as x509-parser prints it.
@@ -20,6 +25,9 @@ pub struct VerifiedChain {
     pub vek: Certificate,
     /// The chain's checks (ARK, ASK/ASVK, VCEK/VLEK, CRL).
     pub checks: Vec<Check>,
+    /// True when the ARK is the Cloister simulation's, trusted because
+    /// [`VerifyOptions::trust_sim_root`] asked for it.
+    pub sim_root_trusted: bool,
 }
 
 impl VerifiedChain {
@@ -49,12 +57,28 @@ impl VerifiedChain {
                 kind,
                 vek,
                 checks,
+                sim_root_trusted: false,
             };
         };
         let at = opts.at.unix_timestamp();
 
-        // ARK: the built-in one, or a user-supplied one that must equal it.
+        // A chain of the Cloister simulation root, recognised by its names.
+        let simulation = [&certs.ark, &certs.ask, &certs.asvk]
+            .into_iter()
+            .flatten()
+            .any(Certificate::is_simulation)
+            || vek.is_simulation();
+        let mut sim_root_trusted = false;
+
+        // ARK: the built-in one, or a user-supplied one that must equal it; for a simulated
+        // chain, the simulation's (trusted only when asked).
         let ark = match &certs.ark {
+            _ if simulation => {
+                let (ark, trusted) =
+                    simulation_ark(&mut checks, certs, &vek, roots, generation, opts);
+                sim_root_trusted = trusted;
+                ark
+            }
             Some(user) => {
                 let same = user.der() == roots.ark.der();
                 let (ok, found) = if same {
@@ -108,9 +132,32 @@ impl VerifiedChain {
             (CertRole::Ask, certs.ask.as_ref().unwrap_or(&roots.ask))
         };
 
-        cert_checks(&mut checks, CertRole::Ark, ark, ark, generation, opts, at);
-        cert_checks(&mut checks, inter_role, inter, ark, generation, opts, at);
-        cert_checks(&mut checks, kind, &vek, inter, generation, opts, at);
+        let names = if sim_root_trusted {
+            Names::Simulation
+        } else {
+            Names::Amd
+        };
+        cert_checks(
+            &mut checks,
+            CertRole::Ark,
+            ark,
+            ark,
+            generation,
+            names,
+            opts,
+            at,
+        );
+        cert_checks(
+            &mut checks,
+            inter_role,
+            inter,
+            ark,
+            generation,
+            names,
+            opts,
+            at,
+        );
+        cert_checks(&mut checks, kind, &vek, inter, generation, names, opts, at);
 
         // productName names the generation.
         let name = prefix(kind);
@@ -191,8 +238,69 @@ impl VerifiedChain {
             kind,
             vek,
             checks,
+            sim_root_trusted,
         }
     }
+}
+
+/// The `ark.trusted` check of a chain of the Cloister simulation root, and the ARK to check
+/// it with: the given simulation ARK, trusted (true) only with `trust_sim_root`. Without
+/// the option the check fails, naming the simulation root.
+fn simulation_ark<'a>(
+    checks: &mut Vec<Check>,
+    certs: &'a CertBundle,
+    vek: &Certificate,
+    roots: &'a BuiltinRoots,
+    generation: Generation,
+    opts: &VerifyOptions,
+) -> (&'a Certificate, bool) {
+    let sim_ark = certs.ark.as_ref().filter(|a| a.is_simulation());
+    let fallback = certs.ark.as_ref().unwrap_or(&roots.ark);
+    let expected = format!(
+        "AMD's ARK-{generation} (sha256 {}){}",
+        roots.ark.fingerprint(),
+        if opts.trust_sim_root {
+            ", or the Cloister simulation ARK (--trust-sim-root)"
+        } else {
+            ""
+        }
+    );
+    let (ark, trusted, found) = match (opts.trust_sim_root, sim_ark) {
+        (true, Some(ark)) => (
+            ark,
+            true,
+            format!(
+                "CLOISTER SIMULATION ROOT {} (sha256 {}) trusted because --trust-sim-root was given: NOT AMD; the report comes from the simulated platform and proves nothing about AMD hardware",
+                ark.subject_cn,
+                ark.fingerprint()
+            ),
+        ),
+        (true, None) => (
+            fallback,
+            false,
+            "the chain is the Cloister simulation root's, but its ARK was not given (--trust-sim-root trusts the simulation ARK given with the certificates, ark.pem)".to_string(),
+        ),
+        (false, _) => (
+            fallback,
+            false,
+            format!(
+                "the report is signed by the Cloister simulation root, not AMD ({} sha256 {}): it comes from the simulated platform; pass --trust-sim-root to accept simulated reports",
+                if sim_ark.is_some() { "ARK" } else { "VEK" },
+                sim_ark.unwrap_or(vek).fingerprint()
+            ),
+        ),
+    };
+    checks.push(Check::new("ark.trusted", trusted, expected, found));
+    (ark, trusted)
+}
+
+/// Whose distinguished names a chain must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Names {
+    /// AMD's (OU=Engineering, ..., O=Advanced Micro Devices).
+    Amd,
+    /// The Cloister simulation's ([`crate::certs::SIM_ORGANIZATION`]).
+    Simulation,
 }
 
 fn prefix(role: CertRole) -> &'static str {
@@ -206,12 +314,14 @@ fn prefix(role: CertRole) -> &'static str {
 }
 
 /// Signature, names, validity, algorithms and key usage of one certificate.
+#[allow(clippy::too_many_arguments)]
 fn cert_checks(
     checks: &mut Vec<Check>,
     role: CertRole,
     cert: &Certificate,
     issuer: &Certificate,
     generation: Generation,
+    names: Names,
     opts: &VerifyOptions,
     at: i64,
 ) {
@@ -236,9 +346,12 @@ fn cert_checks(
             CertRole::Vlek => format!("SEV-VLEK-{generation}"),
         };
         let chained = cert.issuer_der == issuer.subject_der;
-        let amd_dn = |dn: &str, cn: &str| dn == format!("{AMD_DN_PREFIX}{cn}");
-        let located =
-            amd_dn(&cert.subject, &cert.subject_cn) && amd_dn(&cert.issuer, &cert.issuer_cn);
+        let expected_dn = |dn: &str, cn: &str| match names {
+            Names::Amd => dn == format!("{AMD_DN_PREFIX}{cn}"),
+            Names::Simulation => dn == sim_distinguished_name(cn),
+        };
+        let located = expected_dn(&cert.subject, &cert.subject_cn)
+            && expected_dn(&cert.issuer, &cert.issuer_cn);
         let mut found = format!(
             "subject CN {}, issuer CN {}",
             cert.subject_cn, cert.issuer_cn
@@ -256,7 +369,11 @@ fn cert_checks(
             format!("{name}.names"),
             cert.subject_cn == want_subject && cert.issuer_cn == want_issuer && chained && located,
             format!(
-                "subject CN {want_subject}, issuer CN {want_issuer} (= issuer's subject), AMD's OU/C/L/ST/O"
+                "subject CN {want_subject}, issuer CN {want_issuer} (= issuer's subject), {}",
+                match names {
+                    Names::Amd => "AMD's OU/C/L/ST/O",
+                    Names::Simulation => "the Cloister simulation's OU/C/L/ST/O",
+                }
             ),
             found,
         ));

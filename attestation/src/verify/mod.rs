@@ -37,6 +37,12 @@ pub struct VerifyOptions {
     /// Accept a user-supplied ARK that is not the built-in one for its generation. Off by
     /// default; when on, the check says that the ARK was accepted on request.
     pub allow_untrusted_ark: bool,
+    /// Trust the Cloister simulation root (`--trust-sim-root`): a chain whose ARK is the
+    /// simulation's ([`crate::certs::SIM_ORGANIZATION`], given with the certificates) is
+    /// checked like AMD's and accepted, and `ark.trusted` says that the root is the
+    /// simulation's. Off by default: a simulated report then fails `ark.trusted`, naming
+    /// the simulation root. It has no effect on AMD chains.
+    pub trust_sim_root: bool,
     /// A CRL to check the chain against (`--crl`).
     pub crl: Option<Crl>,
     /// Check notBefore/notAfter of every certificate at `at`.
@@ -66,6 +72,7 @@ impl VerifyOptions {
             at,
             product: None,
             allow_untrusted_ark: false,
+            trust_sim_root: false,
             crl: None,
             check_validity: true,
             check_key_usage: true,
@@ -110,6 +117,10 @@ pub struct Verification {
     pub generation: Generation,
     /// The endorsement key certificate (VCEK or VLEK) that was used.
     pub vek: Certificate,
+    /// True when the chain was accepted as the Cloister simulation root's (only with
+    /// [`VerifyOptions::trust_sim_root`]): the report comes from the simulated platform,
+    /// not from AMD hardware.
+    pub sim_root_trusted: bool,
     /// Every check, in order: generation, chain, report.
     pub checks: Vec<Check>,
 }
@@ -209,6 +220,7 @@ pub fn verify(
     Ok(Verification {
         report,
         generation,
+        sim_root_trusted: chain.sim_root_trusted,
         vek: chain.vek,
         checks,
     })
@@ -235,6 +247,7 @@ pub fn verify_with_chain(
         report,
         generation,
         vek: chain.vek.clone(),
+        sim_root_trusted: chain.sim_root_trusted,
         checks,
     })
 }
