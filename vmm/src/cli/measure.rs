@@ -148,10 +148,10 @@ pub enum MeasureError {
 /// Runs `cloister measure`.
 pub fn main(args: MeasureArgs) -> ExitCode {
     match run(&args) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
+        Ok(out) => match super::output::print_stdout("measure", &format!("{out}\n")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(status) => status,
+        },
         Err(e) => {
             eprintln!("Error: {e}");
             ExitCode::FAILURE

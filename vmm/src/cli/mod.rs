@@ -2,5 +2,6 @@
 //! arguments and its `main`, which turns errors into a message and an exit status.
 
 pub mod measure;
+pub mod output;
 pub mod run;
 pub mod verify;

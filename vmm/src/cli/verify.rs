@@ -5,6 +5,7 @@
 //! JSON says which); 2 when the input cannot be used at all (unreadable, short or garbage
 //! files, bad arguments, a policy file that does not parse).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -168,10 +169,13 @@ fn run(args: &VerifyArgs) -> Result<Verdict, Unusable> {
 pub fn main(args: VerifyArgs) -> ExitCode {
     match run(&args) {
         Ok(verdict) => {
-            if args.json {
-                println!("{}", verdict.to_json());
+            let text = if args.json {
+                format!("{}\n", verdict.to_json())
             } else {
-                print!("{}", verdict.table());
+                verdict.table()
+            };
+            if let Err(status) = super::output::print_stdout("verify", &text) {
+                return status;
             }
             if verdict.accepted {
                 ExitCode::SUCCESS
@@ -180,7 +184,7 @@ pub fn main(args: VerifyArgs) -> ExitCode {
             }
         }
         Err(Unusable(msg)) => {
-            eprintln!("cloister verify: {msg}");
+            let _ = writeln!(std::io::stderr(), "cloister verify: {msg}");
             ExitCode::from(2)
         }
     }
