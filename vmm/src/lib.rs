@@ -10,5 +10,6 @@ pub mod cpuid;
 pub mod devices;
 pub mod event_loop;
 pub mod memory;
+pub mod snp;
 pub mod test_guest;
 pub mod vstate;

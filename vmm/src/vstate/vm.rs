@@ -89,8 +89,14 @@ pub struct Vm {
 impl Vm {
     /// Creates the VM and its in-kernel interrupt controllers and timer.
     pub fn new(kvm: &Kvm) -> Result<Self, VmError> {
+        Self::with_type(kvm, 0)
+    }
+
+    /// Creates a VM of `vm_type` (0: the default; 4: `KVM_X86_SNP_VM`) and its in-kernel
+    /// interrupt controllers and timer.
+    pub fn with_type(kvm: &Kvm, vm_type: u64) -> Result<Self, VmError> {
         let fd = kvm
-            .create_vm()
+            .create_vm_with_type(vm_type)
             .map_err(kvm_err("creating the VM (KVM_CREATE_VM)"))?;
         fd.set_identity_map_address(KVM_IDENTITY_MAP_START)
             .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;

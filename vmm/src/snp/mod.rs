@@ -1,0 +1,4 @@
+//! SEV-SNP launch: the kernel ABI ([`abi`]), the host seam ([`host`]), and its hosts.
+
+pub mod abi;
+pub mod host;
