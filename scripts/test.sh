@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The test guest is a crate of its own, outside the workspace: its host unit tests (command
+# line, CC blob walk, guest messages and the report protocol against a model PSP).
+cargo test --manifest-path tests/guest/Cargo.toml --target x86_64-unknown-linux-gnu
 fuzz_seconds="${FUZZ_SECONDS:-15}"
 if [ "$fuzz_seconds" -gt 0 ]; then
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version '^0.13' --locked

@@ -1,20 +1,38 @@
-//! Builds the test guest (`tests/guest`) and leaves it in `OUT_DIR` for
-//! `src/test_guest.rs` to embed:
+//! Builds the test guest (`tests/guest`, a cargo crate of its own) and leaves it in
+//! `OUT_DIR` for `src/test_guest.rs` to embed:
 //! - `cloister-test-guest.elf`: ELF64 linked at 1 MiB, entry = the Linux 64-bit entry,
 //!   with a PVH note (so QEMU can boot it too);
 //! - `cloister-test-guest.bzImage`: the same code behind a Linux boot protocol 2.15 setup
 //!   header, 64-bit entry at +0x200 of the protected-mode part.
 //!
-//! The guest is compiled by calling `rustc` (cargo's `RUSTC`) directly for the host target
-//! x86_64-unknown-linux-gnu: `no_std`, `no_main`, `panic=abort`, statically linked with the
-//! project's linker script, so that no extra rustup target and no nightly is needed.
+//! The guest is built by running cargo (`$CARGO`) on `tests/guest/Cargo.toml`:
+//! `build --release --locked --target x86_64-unknown-linux-gnu`, with its own target
+//! directory under `OUT_DIR` and its default features (`attest`). It is `no_std`,
+//! `no_main`, `panic=abort` (its manifest's profile), and statically linked with its linker
+//! script for the host target, so that no extra rustup target and no nightly is needed.
+//! Its flags go in `CARGO_ENCODED_RUSTFLAGS` (which cargo prefers to any other rustflags
+//! setting; with `--target` they do not reach build scripts):
 //!
-//! `-C target-feature=-sse,-sse2`: this machine's /dev/kvm (kvm_pvm) emulates every guest
-//! instruction and its emulator has no SSE arithmetic (`xorps` stops the VM with an
-//! emulation failure), and LLVM uses SSE registers to zero and copy memory. rustc warns
-//! that turning off `sse2` on this target is being phased out (issue 116344) because of the
-//! float ABI; the guest has no floats, and the build fails loudly here if a future rustc
-//! turns the warning into an error.
+//! - `-C target-feature=-sse,-sse2`: this machine's /dev/kvm (kvm_pvm) emulates every guest
+//!   instruction and its emulator has no SSE arithmetic (`xorps` stops the VM with an
+//!   emulation failure), and LLVM uses SSE registers to zero and copy memory. rustc warns
+//!   that turning off `sse2` on this target is being phased out (issue 116344) because of
+//!   the float ABI; the guest has no floats, and the build fails loudly here if a future
+//!   rustc turns the warning into an error.
+//! - `--cfg aes_backend="soft"`, `--cfg polyval_backend="soft"` (GHASH),
+//!   `--cfg sha2_backend="soft"`: the RustCrypto crates' switches that compile out their
+//!   AES-NI, CLMUL, SHA-NI and AVX code paths, which would otherwise be chosen at run time
+//!   by CPUID and carry their own `#[target_feature]` SSE code. The emulator has none of
+//!   them. `vmm/src/test_guest.rs` disassembles the result to prove it.
+//! - the linker script, `-nostdlib -static`, no build ID;
+//! - `--remap-path-prefix` for the guest's sources, cargo's registry sources and the
+//!   guest's target directory: panic locations name `tests/guest/...`, `/cargo/...` and
+//!   `/guest-target/...`, not this machine's paths, so the image is the same on every
+//!   checkout.
+//!
+//! The guest's dependencies are pinned by `tests/guest/Cargo.lock`; once cargo has them
+//! (any earlier build, or `cargo fetch --manifest-path tests/guest/Cargo.toml`) the build
+//! needs no network, and an outer `--offline`/`CARGO_NET_OFFLINE` reaches the inner cargo.
 
 use std::env;
 use std::fs;
@@ -25,6 +43,14 @@ use std::process::{Command, ExitCode};
 const LOAD_ADDRESS: u64 = 0x10_0000;
 /// Setup sectors after the boot sector in the bzImage (2 x 512 bytes of setup in all).
 const SETUP_SECTS: u8 = 1;
+/// The guest's target: the host's, used bare-metal.
+const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The crate switches that select portable software crypto (see the top).
+const SOFT_CRYPTO_CFGS: [&str; 3] = [
+    "aes_backend=\"soft\"",
+    "polyval_backend=\"soft\"",
+    "sha2_backend=\"soft\"",
+];
 
 fn main() -> ExitCode {
     match build() {
@@ -36,61 +62,102 @@ fn main() -> ExitCode {
     }
 }
 
+/// Cargo's home: where it keeps the registry sources the guest's dependencies come from.
+fn cargo_home() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+}
+
 fn build() -> Result<(), String> {
     let manifest_dir =
         env::var("CARGO_MANIFEST_DIR").map_err(|e| format!("CARGO_MANIFEST_DIR: {e}"))?;
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
-    let guest_dir = Path::new(&manifest_dir).join("../tests/guest");
-    let source = guest_dir.join("src/main.rs");
+    let guest_dir = Path::new(&manifest_dir)
+        .join("../tests/guest")
+        .canonicalize()
+        .map_err(|e| format!("tests/guest: {e}"))?;
     let script = guest_dir.join("guest.ld");
-    println!("cargo:rerun-if-changed={}", guest_dir.join("src").display());
-    println!("cargo:rerun-if-changed={}", script.display());
-    println!("cargo:rerun-if-env-changed=RUSTC");
+    for input in ["src", "guest.ld", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", guest_dir.join(input).display());
+    }
+    for var in ["CARGO_HOME", "CARGO_NET_OFFLINE"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
 
-    let elf_path = out_dir.join("cloister-test-guest.elf");
-    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
-    let output = Command::new(&rustc)
-        .args(["--edition", "2021", "--crate-type", "bin"])
-        .args(["--crate-name", "cloister_test_guest"])
-        .args(["--target", "x86_64-unknown-linux-gnu"])
-        .args(["-C", "panic=abort", "-C", "opt-level=s"])
-        .args(["-C", "relocation-model=static", "-C", "code-model=small"])
-        .args(["-C", "debuginfo=0", "-C", "strip=debuginfo"])
-        .args(["-C", "target-feature=-sse,-sse2"])
-        .args(["-C", "link-arg=-nostdlib", "-C", "link-arg=-static"])
-        .arg("-C")
-        .arg(format!("link-arg=-Wl,-T,{}", script.display()))
-        .args(["-C", "link-arg=-Wl,--build-id=none"])
-        // Reproducible: panic locations name tests/guest/..., not this checkout's path.
-        .arg(format!(
-            "--remap-path-prefix={}=tests/guest",
-            guest_dir.display()
-        ))
-        .arg("-o")
-        .arg(&elf_path)
-        .arg(&source)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    let target_dir = out_dir.join("guest-target");
+    let mut flags: Vec<String> = [
+        "-Crelocation-model=static",
+        "-Ccode-model=small",
+        "-Ctarget-feature=-sse,-sse2",
+        "-Clink-arg=-nostdlib",
+        "-Clink-arg=-static",
+        "-Clink-arg=-Wl,--build-id=none",
+    ]
+    .iter()
+    .map(|f| f.to_string())
+    .collect();
+    flags.push(format!("-Clink-arg=-Wl,-T,{}", script.display()));
+    for cfg in SOFT_CRYPTO_CFGS {
+        flags.push("--cfg".into());
+        flags.push(cfg.into());
+    }
+    flags.push(format!(
+        "--remap-path-prefix={}=tests/guest",
+        guest_dir.display()
+    ));
+    flags.push(format!(
+        "--remap-path-prefix={}=/guest-target",
+        target_dir.display()
+    ));
+    if let Some(home) = cargo_home() {
+        flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    if let Some(flag) = flags.iter().find(|f| f.contains('\x1f')) {
+        return Err(format!("a path contains the flag separator 0x1f: {flag}"));
+    }
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = Command::new(&cargo)
+        .args(["build", "--release", "--locked", "--target", GUEST_TARGET])
+        .arg("--manifest-path")
+        .arg(guest_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
+        // Settings meant for the outer build must not leak into the guest's.
         .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
+        .env_remove("CARGO_PROFILE_RELEASE_LTO")
+        .env_remove("CARGO_PROFILE_RELEASE_OPT_LEVEL")
+        .env_remove("CARGO_PROFILE_RELEASE_PANIC")
+        .env_remove("CARGO_ENCODED_RUSTDOCFLAGS")
         .output()
-        .map_err(|e| format!("cannot run {rustc}: {e}"))?;
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         return Err(format!(
-            "{rustc} exited with {}:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
+            "{cargo} build exited with {}:\n{stderr}",
+            output.status
         ));
     }
     // Surface the guest's own warnings; the sse2 one is expected (see the top).
-    let stderr = String::from_utf8_lossy(&output.stderr);
     for line in stderr.lines().filter(|l| l.starts_with("warning")) {
-        if !line.contains("`sse2`")
-            && !line.contains("warning emitted")
-            && !line.contains("warnings emitted")
-        {
+        if !line.contains("`sse2`") && !line.contains("generated") {
             println!("cargo:warning=test guest: {line}");
         }
     }
-    let elf = fs::read(&elf_path).map_err(|e| format!("reading {}: {e}", elf_path.display()))?;
+
+    let built = target_dir
+        .join(GUEST_TARGET)
+        .join("release")
+        .join("cloister-test-guest");
+    let elf = fs::read(&built).map_err(|e| format!("reading {}: {e}", built.display()))?;
+    let elf_path = out_dir.join("cloister-test-guest.elf");
+    fs::write(&elf_path, &elf).map_err(|e| format!("writing {}: {e}", elf_path.display()))?;
     let image = flat_image(&elf)?;
     let bzimage = bzimage(&image)?;
     let bz_path = out_dir.join("cloister-test-guest.bzImage");

@@ -1,8 +1,8 @@
 //! What the loader handed over: the Linux zero page (`struct boot_params`) or the PVH
 //! `struct hvm_start_info`, read into one form.
 
-use crate::e820::E820Entry;
 use crate::entry::KIND_PVH;
+use cloister_test_guest::e820::E820Entry;
 
 /// Most memory map entries kept (the zero page holds at most 128).
 pub const MAX_E820: usize = 128;
@@ -27,6 +27,8 @@ pub struct BootInfo {
     pub initrd: (u64, u64),
     /// Entered through PVH (the memory map is then the firmware's, not the VMM's).
     pub pvh: bool,
+    /// Address of the Linux zero page (`None` for PVH), for its `setup_data` list.
+    pub zero_page: Option<u64>,
 }
 
 /// Reads `T` from physical address `addr` (identity-mapped).
@@ -63,6 +65,7 @@ impl BootInfo {
             rsdp: 0,
             initrd: (0, 0),
             pvh: kind == KIND_PVH,
+            zero_page: (kind != KIND_PVH).then_some(info),
         };
         if kind == KIND_PVH {
             if read::<u32>(info) != PVH_MAGIC {

@@ -12,10 +12,17 @@
 //! - `cloister_test.cpus=N`: the number of CPUs the MP table and the MADT must list.
 //! - `cloister_test.fault=ud|pf`: after the checks, raise an invalid-opcode or page-fault
 //!   exception (tests that a fault is reported and ends the VM with the failure code).
+//! - `cloister_test.report_data=HEX`: the REPORT_DATA of the attestation report the guest
+//!   asks for (the tenant's nonce): up to 128 hex digits (64 bytes), an even number of
+//!   them, zero-padded to 64 bytes. Default: 64 zero bytes.
+//! - `cloister_test.attest=off|replay|forge|wrongkey`: skip attestation, or run one negative
+//!   test of the guest-message protocol (see `attest.rs`). Default: ask for the report.
 //! - `virtio_mmio.device=SIZE@BASE:IRQ[:ID]`: a virtio-mmio device (Linux's syntax).
 
 /// Most virtio-mmio devices the guest looks at.
 pub const MAX_DEVICES: usize = 8;
+/// Size of REPORT_DATA in MSG_REPORT_REQ.
+pub const REPORT_DATA_LEN: usize = 64;
 
 /// A virtio-mmio device announced on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +48,10 @@ pub struct TestParams<'a> {
     pub cpus: Option<u32>,
     /// Exception to raise at the end.
     pub fault: Option<Fault>,
+    /// REPORT_DATA to ask the attestation report for (`None`: all zero).
+    pub report_data: Option<[u8; REPORT_DATA_LEN]>,
+    /// What to do about attestation when a CC blob is present.
+    pub attest: AttestMode,
     /// virtio-mmio devices, in command-line order.
     pub devices: [Option<MmioDevice>; MAX_DEVICES],
 }
@@ -52,6 +63,22 @@ pub enum Fault {
     InvalidOpcode,
     /// A read above the 4 GiB identity map: page fault (vector 14).
     PageFault,
+}
+
+/// What the guest does about attestation (`cloister_test.attest=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttestMode {
+    /// Ask for the report and print it (the default).
+    #[default]
+    Report,
+    /// Do not attest.
+    Off,
+    /// Ask for the report, then send the very same request message again.
+    Replay,
+    /// Send a request with one ciphertext byte flipped.
+    Forge,
+    /// Send a request encrypted with VMPCK1 whose header names VMPCK0.
+    WrongKey,
 }
 
 /// A parameter the guest understands but could not parse.
@@ -91,6 +118,17 @@ impl<'a> TestParams<'a> {
                 }
                 .map(|f| params.fault = Some(f)),
                 b"cloister_test.write" => parse_write(value).map(|w| params.write = Some(w)),
+                b"cloister_test.report_data" => {
+                    parse_report_data(value).map(|d| params.report_data = Some(d))
+                }
+                b"cloister_test.attest" => match value {
+                    b"off" => Some(AttestMode::Off),
+                    b"replay" => Some(AttestMode::Replay),
+                    b"forge" => Some(AttestMode::Forge),
+                    b"wrongkey" => Some(AttestMode::WrongKey),
+                    _ => None,
+                }
+                .map(|m| params.attest = m),
                 b"virtio_mmio.device" => parse_device(value).map(|d| {
                     if next_device < MAX_DEVICES {
                         params.devices[next_device] = Some(d);
@@ -116,6 +154,20 @@ fn parse_write(value: &[u8]) -> Option<(u64, &[u8])> {
         return None;
     }
     Some((sector, text))
+}
+
+/// 1 to 128 hex digits, an even number of them, zero-padded to 64 bytes.
+fn parse_report_data(value: &[u8]) -> Option<[u8; REPORT_DATA_LEN]> {
+    if value.is_empty() || value.len() % 2 != 0 || value.len() > 2 * REPORT_DATA_LEN {
+        return None;
+    }
+    let mut data = [0u8; REPORT_DATA_LEN];
+    for (byte, pair) in data.iter_mut().zip(value.chunks_exact(2)) {
+        let high = char::from(pair[0]).to_digit(16)?;
+        let low = char::from(pair[1]).to_digit(16)?;
+        *byte = (high << 4 | low) as u8;
+    }
+    Some(data)
 }
 
 /// `SIZE@BASE:IRQ[:ID]`.
@@ -162,4 +214,62 @@ pub fn parse_u64(value: &[u8]) -> Option<u64> {
         n = n.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
     }
     Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_data_is_zero_padded_hex() {
+        let (p, bad) = TestParams::parse(b"cloister_test.report_data=00ffA5");
+        assert_eq!(bad, None);
+        let mut want = [0u8; REPORT_DATA_LEN];
+        want[..3].copy_from_slice(&[0x00, 0xff, 0xa5]);
+        assert_eq!(p.report_data, Some(want));
+        let full = "ab".repeat(REPORT_DATA_LEN);
+        let line = format!("cloister_test.report_data={full}");
+        assert_eq!(
+            TestParams::parse(line.as_bytes()).0.report_data,
+            Some([0xab; REPORT_DATA_LEN])
+        );
+        for word in [
+            "cloister_test.report_data=",
+            "cloister_test.report_data=abc",
+            "cloister_test.report_data=0g",
+            "cloister_test.report_data=+1",
+        ] {
+            let (p, bad) = TestParams::parse(word.as_bytes());
+            assert_eq!(bad.map(|b| b.word), Some(word.as_bytes()), "{word}");
+            assert_eq!(p.report_data, None);
+        }
+        let too_long = format!("cloister_test.report_data={full}00");
+        assert!(TestParams::parse(too_long.as_bytes()).1.is_some());
+    }
+
+    #[test]
+    fn attest_modes() {
+        assert_eq!(TestParams::parse(b"").0.attest, AttestMode::Report);
+        for (word, mode) in [
+            ("off", AttestMode::Off),
+            ("replay", AttestMode::Replay),
+            ("forge", AttestMode::Forge),
+            ("wrongkey", AttestMode::WrongKey),
+        ] {
+            let line = format!("cloister_test.attest={word}");
+            assert_eq!(
+                TestParams::parse(line.as_bytes()),
+                (
+                    TestParams {
+                        attest: mode,
+                        ..TestParams::default()
+                    },
+                    None
+                )
+            );
+        }
+        let (p, bad) = TestParams::parse(b"cloister_test.attest=on");
+        assert!(bad.is_some());
+        assert_eq!(p.attest, AttestMode::Report);
+    }
 }

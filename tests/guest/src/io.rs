@@ -20,6 +20,30 @@ pub fn outb(port: u16, value: u8) {
     };
 }
 
+/// Writes a 32-bit value to I/O port `port`. Not `nomem`: the VMM may read guest memory
+/// while it handles the write (the doorbell's request page).
+#[cfg_attr(not(feature = "attest"), allow(dead_code))]
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: port output changes no memory Rust knows of; the asm is not `nomem`, so the
+    // compiler completes every store before it (the VMM reads them).
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags))
+    };
+}
+
+/// Reads a 32-bit value from I/O port `port`. Not `nomem`: the VMM may write guest memory
+/// while it handles the read (the doorbell's response page).
+#[cfg_attr(not(feature = "attest"), allow(dead_code))]
+pub fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: port input changes no memory Rust knows of; the asm is not `nomem`, so the
+    // compiler reloads memory after it (the VMM may have written it).
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nostack, preserves_flags))
+    };
+    value
+}
+
 /// Reads a 32-bit MMIO register at physical (= virtual) address `addr`.
 pub fn mmio_read32(addr: u64) -> u32 {
     // SAFETY: the first 4 GiB are identity-mapped and `addr` is a device register window

@@ -4,26 +4,27 @@
 //! prints a line starting with `CLOISTER-GUEST: FAIL` and the guest then exits with
 //! [`FAILURE_EXIT_CODE`]. See `cmdline.rs` for the parameters.
 //!
-//! Built by `vmm/build.rs` with `rustc` for the host target (no_std, no_main, static,
+//! Built by `vmm/build.rs` with cargo for the host target (no_std, no_main, static,
 //! linked at 1 MiB by `guest.ld`); every guest instruction is emulated on the project's
-//! build machine, so the work here is kept to a few KiB.
+//! build machine, so the work here is kept small. The pure parts (parsing, checks, the
+//! guest-message protocol) are the library in `lib.rs`; this is the kernel around them.
 
 #![no_std]
 #![no_main]
 
+mod attestation;
 mod bootinfo;
-mod cmdline;
-mod e820;
+#[cfg(feature = "attest")]
+mod doorbell;
 mod entry;
 mod idt;
 mod io;
 mod mem;
 mod serial;
-mod sha256;
-mod tables;
 mod virtio_blk;
 
 use bootinfo::BootInfo;
+use cloister_test_guest::{cmdline, e820, sha256, tables};
 use cmdline::{Fault, MmioDevice, TestParams};
 use e820::E820Error;
 use tables::{CpuCount, PhysMem};
@@ -131,6 +132,7 @@ extern "C" fn guest_main(info: u64, kind: u64) -> ! {
 
     check_e820(&boot, &params, &mut report);
     check_cpus(&boot, &params, &mut report);
+    attestation::run(&boot, &params, &mut report);
     for (index, device) in params.devices.iter().flatten().enumerate() {
         check_disk(device, index == 0, &params, &mut report);
     }
