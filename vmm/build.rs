@@ -26,9 +26,10 @@
 //!   them. `vmm/src/test_guest.rs` disassembles the result to prove it.
 //! - the linker script, `-nostdlib -static`, no build ID;
 //! - `--remap-path-prefix` for the guest's sources, cargo's registry sources and the
-//!   guest's target directory: panic locations name `tests/guest/...`, `/cargo/...` and
-//!   `/guest-target/...`, not this machine's paths, so the image is the same on every
-//!   checkout.
+//!   guest's target directory: panic locations name `src/...` (cargo hands rustc the
+//!   guest's own files relative to `tests/guest`), `/cargo/...` and `/guest-target/...`,
+//!   never this machine's paths, so the image is the same on every checkout (a test in
+//!   `src/test_guest.rs` checks).
 //!
 //! The guest's dependencies are pinned by `tests/guest/Cargo.lock`; once cargo has them
 //! (any earlier build, or `cargo fetch --manifest-path tests/guest/Cargo.toml`) the build

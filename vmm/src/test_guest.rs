@@ -141,8 +141,8 @@ mod tests {
         );
     }
 
-    /// Panic locations in the guest name `tests/guest/...` and `/cargo/...`, never this
-    /// machine's checkout or cargo home: the image is the same wherever it is built.
+    /// Panic locations in the guest name `src/...` and `/cargo/...`, never this machine's
+    /// checkout or cargo home: the image is the same wherever it is built.
     #[test]
     fn guest_names_no_build_machine_path() {
         let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
