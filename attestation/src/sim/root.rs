@@ -262,10 +262,26 @@ impl SimRoot {
     /// caller: a new root is written to a fresh directory and renamed into place, and the
     /// loser of a race loads the winner's root. No key is ever meant for git.
     pub fn load_or_create(dir: &Path) -> Result<SimRoot, SimError> {
+        Self::load_or_create_for(dir, Generation::Genoa)
+    }
+
+    /// [`SimRoot::load_or_create`] for another generation: a root found in `dir` must be
+    /// of `product`.
+    pub fn load_or_create_for(dir: &Path, product: Generation) -> Result<SimRoot, SimError> {
+        let of_product = |root: SimRoot| {
+            if root.generation == product {
+                Ok(root)
+            } else {
+                Err(SimError::Inconsistent {
+                    dir: dir.display().to_string(),
+                    detail: format!("it holds a {} root, not a {product} one", root.generation),
+                })
+            }
+        };
         if dir.join(VCEK_KEY).exists() {
-            return Self::load(dir);
+            return of_product(Self::load(dir)?);
         }
-        let root = Self::generate(Generation::Genoa)?;
+        let root = Self::generate(product)?;
         let parent = dir
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -294,7 +310,7 @@ impl SimRoot {
                 // other files there.
                 let _ = fs::remove_dir_all(&staging);
                 if dir.join(VCEK_KEY).exists() {
-                    Self::load(dir)
+                    of_product(Self::load(dir)?)
                 } else {
                     root.save_into(dir)?;
                     Ok(root)

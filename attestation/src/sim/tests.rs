@@ -188,3 +188,497 @@ fn report_round_trip_verifies_with_the_trusted_sim_root() {
         "{ark}"
     );
 }
+
+#[test]
+fn launch_commands_in_order_once() {
+    let mut psp = SimPsp::new(root());
+    let mut page = [1u8; PAGE_SIZE];
+    assert_eq!(
+        psp.launch_update(0x1000, PageType::Normal, &mut page),
+        Err(FwStatus::INVALID_GUEST)
+    );
+    assert_eq!(psp.launch_update_vmsa(&page), Err(FwStatus::INVALID_GUEST));
+    assert_eq!(
+        psp.launch_finish(None, false, [0; 32]),
+        Err(FwStatus::INVALID_GUEST)
+    );
+    assert_eq!(
+        psp.guest_request(&[0; PAGE_SIZE], &mut [0; PAGE_SIZE]),
+        FwStatus::INVALID_GUEST
+    );
+    psp.launch_start(0x3_0000, [0; 16]).unwrap();
+    assert_eq!(psp.state(), LaunchState::Launching);
+    assert_eq!(
+        psp.launch_start(0x3_0000, [0; 16]),
+        Err(FwStatus::INVALID_GUEST_STATE)
+    );
+    assert_eq!(
+        psp.guest_request(&[0; PAGE_SIZE], &mut [0; PAGE_SIZE]),
+        FwStatus::INVALID_GUEST_STATE
+    );
+    psp.launch_update(0x1000, PageType::Normal, &mut page)
+        .unwrap();
+    let digest = psp.measurement();
+    // The same GPA twice, unaligned and too-high GPAs, VMSA through the page path.
+    for (gpa, t, status) in [
+        (0x1000, PageType::Normal, FwStatus::INVALID_PAGE_STATE),
+        (0x1000, PageType::Zero, FwStatus::INVALID_PAGE_STATE),
+        (0x2001, PageType::Normal, FwStatus::INVALID_ADDRESS),
+        (1 << 52, PageType::Normal, FwStatus::INVALID_ADDRESS),
+        (0x2000, PageType::Vmsa, FwStatus::INVALID_PARAM),
+    ] {
+        assert_eq!(
+            psp.launch_update(gpa, t, &mut page),
+            Err(status),
+            "{gpa:#x} {t:?}"
+        );
+    }
+    assert_eq!(psp.measurement(), digest, "refused pages leave the digest");
+    psp.launch_finish(None, false, [0; 32]).unwrap();
+    assert_eq!(psp.state(), LaunchState::Running);
+    assert_eq!(
+        psp.launch_update(0x5000, PageType::Normal, &mut page),
+        Err(FwStatus::INVALID_GUEST_STATE)
+    );
+    assert_eq!(
+        psp.launch_update_vmsa(&page),
+        Err(FwStatus::INVALID_GUEST_STATE)
+    );
+    assert_eq!(
+        psp.launch_finish(None, false, [0; 32]),
+        Err(FwStatus::INVALID_GUEST_STATE)
+    );
+    assert_eq!(
+        psp.launch_start(0x3_0000, [0; 16]),
+        Err(FwStatus::INVALID_GUEST_STATE)
+    );
+    assert_eq!(psp.measurement(), digest);
+}
+
+#[test]
+fn guest_policy_checks() {
+    for (policy, status) in [
+        (0x1_0000, FwStatus::INVALID_PARAM), // bit 17 (must be one) clear
+        (0x3_0000 | 1 << 26, FwStatus::INVALID_PARAM), // reserved bit
+        (0x3_0000 | 1 << 63, FwStatus::INVALID_PARAM),
+        (0x2_0000, FwStatus::POLICY_FAILURE), // SMT not allowed, the platform has SMT
+        (0x3_013B, FwStatus::POLICY_FAILURE), // ABI 1.59 > firmware 1.58
+        (0x3_0200, FwStatus::POLICY_FAILURE), // ABI 2.0
+        (0x3_0000 | 1 << 23, FwStatus::POLICY_FAILURE), // RAPL_DIS
+        (0x3_0000 | 1 << 24, FwStatus::POLICY_FAILURE), // CIPHERTEXT_HIDING
+    ] {
+        let mut psp = SimPsp::new(root());
+        assert_eq!(
+            psp.launch_start(policy, [0; 16]),
+            Err(status),
+            "{policy:#x}"
+        );
+        assert_eq!(psp.state(), LaunchState::NoGuest);
+        // A refused start leaves no guest: a good one still works.
+        psp.launch_start(0x3_0000, [0; 16]).unwrap();
+    }
+    for policy in [
+        0x3_0000u64,
+        0x3_013A,           // ABI 1.58
+        0x3_0000 | 1 << 19, // DEBUG
+        0x3_0000 | 1 << 20, // SINGLE_SOCKET: the platform has one socket
+        0x3_0000 | 1 << 18 | 1 << 21 | 1 << 22 | 1 << 25,
+    ] {
+        let mut psp = SimPsp::new(root());
+        assert_eq!(psp.launch_start(policy, [0; 16]), Ok(()), "{policy:#x}");
+        assert_eq!(psp.policy(), policy);
+    }
+}
+
+#[test]
+fn zero_unmeasured_and_secrets_pages() {
+    let mut psp = SimPsp::new(root());
+    psp.launch_start(0x3_0000, [0x77; 16]).unwrap();
+    let mut zero = [0xEE; PAGE_SIZE];
+    psp.launch_update(0x1000, PageType::Zero, &mut zero)
+        .unwrap();
+    assert_eq!(zero, [0; PAGE_SIZE], "a ZERO page becomes zeros");
+    let mut unmeasured = [0xEE; PAGE_SIZE];
+    psp.launch_update(0x2000, PageType::Unmeasured, &mut unmeasured)
+        .unwrap();
+    assert_eq!(unmeasured, [0xEE; PAGE_SIZE]);
+    let mut secrets = [0xEE; PAGE_SIZE];
+    psp.launch_update(0x3000, PageType::Secrets, &mut secrets)
+        .unwrap();
+    let mut expected = LaunchDigest::new();
+    expected.update_page(PageType::Zero, 0x1000, None).unwrap();
+    expected
+        .update_page(PageType::Unmeasured, 0x2000, None)
+        .unwrap();
+    expected
+        .update_page(PageType::Secrets, 0x3000, None)
+        .unwrap();
+    assert_eq!(psp.measurement(), expected.digest());
+
+    assert_eq!(&secrets[0..4], &secrets::SECRETS_PAGE_VERSION.to_le_bytes());
+    assert_eq!(&secrets[8..12], &0x00A1_0F11u32.to_le_bytes(), "Genoa FMS");
+    assert_eq!(&secrets[0x10..0x20], &[0x77; 16], "GOSVW");
+    let keys = *psp.vmpcks();
+    for (i, at) in secrets::SECRETS_VMPCK.iter().enumerate() {
+        assert_eq!(&secrets[*at..*at + 32], &keys[i]);
+        assert_ne!(keys[i], [0; 32]);
+    }
+    assert_eq!(
+        keys.iter().collect::<std::collections::HashSet<_>>().len(),
+        4,
+        "four different keys"
+    );
+    assert!(secrets[0xA0..].iter().all(|&b| b == 0));
+    // A second launch gets fresh keys.
+    let mut other = SimPsp::new(root());
+    other.launch_start(0x3_0000, [0; 16]).unwrap();
+    assert_ne!(other.vmpcks(), &keys);
+}
+
+/// A CPUID page with `count` entries, the first being leaf 1 with ECX `ecx`.
+fn cpuid_page(count: u32, ecx: u32) -> [u8; PAGE_SIZE] {
+    let mut p = [0u8; PAGE_SIZE];
+    p[0..4].copy_from_slice(&count.to_le_bytes());
+    for i in 0..count.min(64) as usize {
+        let at = 16 + 48 * i;
+        p[at..at + 4].copy_from_slice(&(0x8000_0000u32 + i as u32).to_le_bytes());
+    }
+    if count > 0 {
+        p[16..20].copy_from_slice(&1u32.to_le_bytes());
+        p[16 + 32..16 + 36].copy_from_slice(&ecx.to_le_bytes());
+    }
+    p
+}
+
+#[test]
+fn cpuid_page_is_corrected_and_the_retry_succeeds_with_the_same_digest() {
+    let mut psp = SimPsp::new(root());
+    psp.launch_start(0x3_0000, [0; 16]).unwrap();
+    let before = psp.measurement();
+    let bad_ecx = 0xFEF8_3203 | 1 << 24;
+    let mut page = cpuid_page(3, bad_ecx);
+    let original = page;
+    assert_eq!(
+        psp.launch_update(0x6000, PageType::Cpuid, &mut page),
+        Err(FwStatus::INVALID_PARAM)
+    );
+    assert_eq!(
+        psp.measurement(),
+        before,
+        "a refused CPUID page is not measured"
+    );
+    assert_eq!(psp.page_counts()["cpuid"], 0);
+    assert_ne!(page, original, "the page holds the corrected table");
+    let ecx = u32::from_le_bytes(page[48..52].try_into().unwrap());
+    assert_eq!(ecx, bad_ecx & !(1 << 24));
+    assert_eq!(page[52..], original[52..], "only the bad bit changed");
+    // The retry at the same GPA with the corrected page.
+    let corrected = page;
+    psp.launch_update(0x6000, PageType::Cpuid, &mut page)
+        .unwrap();
+    assert_eq!(page, corrected, "an accepted CPUID page is left as it is");
+    let mut expected = LaunchDigest::with_seed(before);
+    expected.update_page(PageType::Cpuid, 0x6000, None).unwrap();
+    assert_eq!(psp.measurement(), expected.digest());
+
+    // COUNT above 64: refused, the page unchanged, nothing measured.
+    let mut too_many = cpuid_page(65, 0);
+    let original = too_many;
+    let digest = psp.measurement();
+    assert_eq!(
+        psp.launch_update(0x7000, PageType::Cpuid, &mut too_many),
+        Err(FwStatus::INVALID_PARAM)
+    );
+    assert_eq!(too_many, original);
+    assert_eq!(psp.measurement(), digest);
+    // 64 entries are fine.
+    psp.launch_update(0x7000, PageType::Cpuid, &mut cpuid_page(64, 0))
+        .unwrap();
+}
+
+#[test]
+fn report_request_status_values() {
+    let mut psp = launched(&[], [0; 32]);
+    let keys = *psp.vmpcks();
+    let mut seqno = [1u64; 4];
+    let mut ask = |psp: &mut SimPsp, vmpck: usize, req: Vec<u8>| -> u32 {
+        let mut resp = [0u8; PAGE_SIZE];
+        let s = seqno[vmpck];
+        let page = request(&keys[vmpck], vmpck as u8, s, 5, &req);
+        assert_eq!(psp.guest_request(&page, &mut resp), FwStatus::SUCCESS);
+        seqno[vmpck] += 2;
+        let body = open_response(&keys[vmpck], &resp, s + 1);
+        assert_eq!(body.len(), 0x20 + 1184);
+        u32::from_le_bytes(body[..4].try_into().unwrap())
+    };
+    assert_eq!(ask(&mut psp, 0, report_req([0; 64], 0)), 0);
+    assert_eq!(ask(&mut psp, 0, report_req([0; 64], 3)), 0);
+    assert_eq!(
+        ask(&mut psp, 0, report_req([0; 64], 4)),
+        0x16,
+        "VMPL above 3"
+    );
+    assert_eq!(
+        ask(&mut psp, 2, report_req([0; 64], 1)),
+        0x16,
+        "VMPL below the requester's"
+    );
+    assert_eq!(ask(&mut psp, 2, report_req([0; 64], 2)), 0);
+    let mut key_sel = report_req([0; 64], 0);
+    key_sel[0x44] = 1;
+    assert_eq!(ask(&mut psp, 0, key_sel.clone()), 0, "KEY_SEL VCEK");
+    key_sel[0x44] = 2;
+    assert_eq!(
+        ask(&mut psp, 0, key_sel.clone()),
+        0x27,
+        "KEY_SEL VLEK: none installed"
+    );
+    key_sel[0x44] = 3;
+    assert_eq!(ask(&mut psp, 0, key_sel.clone()), 0x16);
+    key_sel[0x44] = 4;
+    assert_eq!(ask(&mut psp, 0, key_sel), 0x16, "KEY_SEL reserved bits");
+    let mut reserved = report_req([0; 64], 0);
+    reserved[0x5F] = 1;
+    assert_eq!(ask(&mut psp, 0, reserved), 0x16);
+    // A longer message is fine (only the first 96 bytes are the request); a shorter one
+    // is refused before any response.
+    let mut long = report_req([0; 64], 0);
+    long.extend_from_slice(&[0; 32]);
+    assert_eq!(ask(&mut psp, 0, long), 0);
+    let short = request(&keys[0], 0, seqno[0], 5, &[0u8; 95]);
+    assert_eq!(
+        psp.guest_request(&short, &mut [0; PAGE_SIZE]),
+        FwStatus::INVALID_PARAM
+    );
+    assert_eq!(psp.next_seqno(0), Some(seqno[0]));
+}
+
+#[test]
+fn report_fields_of_a_vmpl2_request() {
+    let mut psp = launched(&[], [0x42; 32]);
+    let key = psp.vmpcks()[2];
+    let page = request(&key, 2, 1, 5, &report_req([9; 64], 3));
+    let mut resp = [0u8; PAGE_SIZE];
+    assert_eq!(psp.guest_request(&page, &mut resp), FwStatus::SUCCESS);
+    let body = open_response(&key, &resp, 2);
+    assert_eq!(resp[0x3C], 2, "response MSG_VMPCK");
+    let r = AttestationReport::from_bytes(&body[0x20..]).unwrap();
+    let root = root();
+    assert_eq!(r.vmpl, 3);
+    assert_eq!(r.signature_algo, 1);
+    assert_eq!(r.current_tcb, root.tcb());
+    assert_eq!(r.reported_tcb, root.tcb());
+    assert_eq!(r.committed_tcb, root.tcb());
+    assert_eq!(r.launch_tcb, root.tcb());
+    assert_eq!(r.platform_info, SIM_PLATFORM_INFO);
+    assert_eq!(r.current_version, SIM_FIRMWARE);
+    assert_eq!(r.committed_version, SIM_FIRMWARE);
+    assert_eq!(r.cpuid_generation(), Some(Generation::Genoa));
+    assert_eq!(r.id_key_digest, [0; 48]);
+    assert_eq!(r.author_key_digest, [0; 48]);
+    assert!(!r.key_info.author_key_en);
+    assert_eq!(r.report_id_ma, [0xFF; 32]);
+    assert_ne!(r.report_id, [0; 32]);
+    assert!(r.reserved_violations().is_empty());
+    // The report ID is the guest's: the same for every report of this launch.
+    let page = request(&key, 2, 3, 5, &report_req([9; 64], 2));
+    assert_eq!(psp.guest_request(&page, &mut resp), FwStatus::SUCCESS);
+    let again = AttestationReport::from_bytes(&open_response(&key, &resp, 4)[0x20..]).unwrap();
+    assert_eq!(again.report_id, r.report_id);
+    assert_eq!(again.vmpl, 2);
+}
+
+mod id_block {
+    use super::*;
+    use p384::ecdsa::signature::Signer;
+    use p384::ecdsa::{Signature, SigningKey};
+
+    fn le72(be: &[u8]) -> [u8; 72] {
+        let mut out = [0u8; 72];
+        for (d, s) in out.iter_mut().zip(be.iter().rev()) {
+            *d = *s;
+        }
+        out
+    }
+
+    /// A public key in the ABI's format (curve 2, QX, QY little-endian in 72 bytes).
+    fn abi_key(key: &SigningKey) -> [u8; 0x404] {
+        let point = key.verifying_key().to_encoded_point(false);
+        let mut out = [0u8; 0x404];
+        out[0..4].copy_from_slice(&2u32.to_le_bytes());
+        out[4..76].copy_from_slice(&le72(point.x().unwrap()));
+        out[0x4C..0x4C + 72].copy_from_slice(&le72(point.y().unwrap()));
+        out
+    }
+
+    fn abi_sig(key: &SigningKey, msg: &[u8]) -> [u8; 0x200] {
+        let sig: Signature = key.sign(msg);
+        let (r, s) = sig.split_bytes();
+        let mut out = [0u8; 0x200];
+        out[..72].copy_from_slice(&le72(&r));
+        out[0x48..0x48 + 72].copy_from_slice(&le72(&s));
+        out
+    }
+
+    struct Ids {
+        id_key: SigningKey,
+        author_key: SigningKey,
+    }
+
+    impl Ids {
+        fn new() -> Self {
+            Ids {
+                id_key: SigningKey::random(&mut rand_core::OsRng),
+                author_key: SigningKey::random(&mut rand_core::OsRng),
+            }
+        }
+
+        fn block(ld: [u8; 48], policy: u64) -> [u8; 96] {
+            let mut b = [0u8; 96];
+            b[..48].copy_from_slice(&ld);
+            b[0x30..0x40].copy_from_slice(&[0xF1; 16]);
+            b[0x40..0x50].copy_from_slice(&[0x1D; 16]);
+            b[0x50..0x54].copy_from_slice(&1u32.to_le_bytes());
+            b[0x54..0x58].copy_from_slice(&7u32.to_le_bytes());
+            b[0x58..0x60].copy_from_slice(&policy.to_le_bytes());
+            b
+        }
+
+        fn auth(&self, block: &[u8; 96], author: bool) -> [u8; PAGE_SIZE] {
+            let mut a = [0u8; PAGE_SIZE];
+            a[0..4].copy_from_slice(&1u32.to_le_bytes());
+            a[4..8].copy_from_slice(&1u32.to_le_bytes());
+            a[0x40..0x240].copy_from_slice(&abi_sig(&self.id_key, block));
+            let id_key = abi_key(&self.id_key);
+            a[0x240..0x644].copy_from_slice(&id_key);
+            if author {
+                a[0x680..0x880].copy_from_slice(&abi_sig(&self.author_key, &id_key));
+                a[0x880..0xC84].copy_from_slice(&abi_key(&self.author_key));
+            }
+            a
+        }
+    }
+
+    fn started() -> SimPsp {
+        let mut psp = SimPsp::new(root());
+        psp.launch_start(0x3_0000, [0; 16]).unwrap();
+        psp.launch_update(0x1000, PageType::Normal, &mut [3; PAGE_SIZE])
+            .unwrap();
+        psp
+    }
+
+    #[test]
+    fn accepted_id_block_goes_into_the_report() {
+        let ids = Ids::new();
+        let mut psp = started();
+        let block = Ids::block(psp.measurement(), 0x3_0000);
+        let auth = ids.auth(&block, true);
+        psp.launch_finish(Some((&block, &auth)), true, [1; 32])
+            .unwrap();
+        let key = psp.vmpcks()[0];
+        let mut resp = [0u8; PAGE_SIZE];
+        let page = request(&key, 0, 1, 5, &report_req([0; 64], 0));
+        assert_eq!(psp.guest_request(&page, &mut resp), FwStatus::SUCCESS);
+        let r = AttestationReport::from_bytes(&open_response(&key, &resp, 2)[0x20..]).unwrap();
+        assert_eq!(r.family_id, [0xF1; 16]);
+        assert_eq!(r.image_id, [0x1D; 16]);
+        assert_eq!(r.guest_svn, 7);
+        assert!(r.key_info.author_key_en);
+        assert_eq!(
+            r.id_key_digest,
+            crate::launch::digest::sha384(&auth[0x240..0x644])
+        );
+        assert_eq!(
+            r.author_key_digest,
+            crate::launch::digest::sha384(&auth[0x880..0xC84])
+        );
+        // Without the author key.
+        let mut psp = started();
+        let block = Ids::block(psp.measurement(), 0x3_0000);
+        let auth = ids.auth(&block, false);
+        psp.launch_finish(Some((&block, &auth)), false, [1; 32])
+            .unwrap();
+    }
+
+    #[test]
+    fn refused_id_blocks() {
+        let ids = Ids::new();
+        let psp = started();
+        let ld = psp.measurement();
+        let good = Ids::block(ld, 0x3_0000);
+        let good_auth = ids.auth(&good, true);
+        type Case = (&'static str, [u8; 96], [u8; PAGE_SIZE], bool, FwStatus);
+        let mut cases: Vec<Case> = Vec::new();
+        let wrong_ld = Ids::block([0xAA; 48], 0x3_0000);
+        cases.push((
+            "LD is not the digest",
+            wrong_ld,
+            ids.auth(&wrong_ld, true),
+            true,
+            FwStatus::BAD_MEASUREMENT,
+        ));
+        let wrong_policy = Ids::block(ld, 0x3_0000 | 1 << 19);
+        cases.push((
+            "POLICY differs",
+            wrong_policy,
+            ids.auth(&wrong_policy, true),
+            true,
+            FwStatus::POLICY_FAILURE,
+        ));
+        // The signature is over another ID block (GUEST_SVN 8): the one given was altered.
+        let mut signed = good;
+        signed[0x54] = 8;
+        cases.push((
+            "ID block altered after signing",
+            good,
+            ids.auth(&signed, true),
+            true,
+            FwStatus::BAD_SIGNATURE,
+        ));
+        let mut bad_author = good_auth;
+        bad_author[0x680] ^= 1;
+        cases.push((
+            "author signature",
+            good,
+            bad_author,
+            true,
+            FwStatus::BAD_SIGNATURE,
+        ));
+        let mut algo = good_auth;
+        algo[0] = 2;
+        cases.push(("ID_KEY_ALGO", good, algo, true, FwStatus::INVALID_PARAM));
+        let mut version = good;
+        version[0x50] = 2;
+        cases.push((
+            "VERSION",
+            version,
+            ids.auth(&version, true),
+            true,
+            FwStatus::INVALID_PARAM,
+        ));
+        let mut curve = good_auth;
+        curve[0x240] = 3;
+        cases.push(("ID key curve", good, curve, true, FwStatus::BAD_SIGNATURE));
+        for (what, block, auth, author, status) in cases {
+            let mut psp = started();
+            assert_eq!(
+                psp.launch_finish(Some((&block, &auth)), author, [0; 32]),
+                Err(status),
+                "{what}"
+            );
+            assert_eq!(
+                psp.state(),
+                LaunchState::Launching,
+                "{what}: FINISH changed nothing"
+            );
+        }
+        let mut psp = started();
+        assert_eq!(
+            psp.launch_finish(None, true, [0; 32]),
+            Err(FwStatus::INVALID_PARAM),
+            "AUTHOR_KEY_EN without an ID block"
+        );
+        psp.launch_finish(Some((&good, &good_auth)), true, [0; 32])
+            .unwrap();
+    }
+}
