@@ -3,6 +3,7 @@
 //! ```text
 //! 0x0000_0500  GDT (boot segments: code 0x10, data 0x18, TSS 0x20)
 //! 0x0000_0520  IDT (empty; the kernel installs its own)
+//! 0x0000_4000  CPUID page, 0x5000 secrets page, 0x6000 setup_data + CC blob (SNP only)
 //! 0x0000_7000  zero page (boot_params), handed to the kernel in rsi
 //! 0x0000_8ff0  initial stack pointer
 //! 0x0000_9000  PML4, 0xa000 PDPT, 0xb000 PD (identity map of the first 1 GiB)
@@ -19,6 +20,14 @@
 pub const BOOT_GDT_START: u64 = 0x500;
 /// Where the (empty) boot IDT is written.
 pub const BOOT_IDT_START: u64 = 0x520;
+/// SNP platforms: the CPUID page (page type CPUID, checked by the firmware).
+pub const CPUID_PAGE_START: u64 = 0x4000;
+/// SNP platforms: the secrets page (page type SECRETS, filled by the firmware).
+pub const SECRETS_PAGE_START: u64 = 0x5000;
+/// SNP platforms: the setup_data node of type SETUP_CC_BLOB.
+pub const SETUP_DATA_START: u64 = 0x6000;
+/// SNP platforms: the CC blob (`cc_blob_sev_info`) the setup_data node points at.
+pub const CC_BLOB_START: u64 = 0x6020;
 /// The zero page (`struct boot_params`).
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer of the boot vCPU.

@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod layout;
 pub mod mptable;
 pub mod paging;
+pub mod plan;
 pub mod zero_page;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};

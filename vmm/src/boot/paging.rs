@@ -14,20 +14,35 @@ const PRESENT_RW_2M: u64 = 0x83;
 
 /// The three tables as (guest address, 512 entries).
 pub fn identity_tables() -> [(u64, [u64; 512]); 3] {
+    identity_tables_with_c_bit(None)
+}
+
+/// The three tables, with the SEV C-bit (encrypted) at position `c_bit` set in every
+/// entry when given, so that the guest's memory is mapped private (SNP-FACTS §3.6).
+pub fn identity_tables_with_c_bit(c_bit: Option<u8>) -> [(u64, [u64; 512]); 3] {
+    let c = c_bit.map_or(0, |b| 1u64 << (b & 63));
     let mut pml4 = [0u64; 512];
-    pml4[0] = PDPTE_START | PRESENT_RW;
+    pml4[0] = PDPTE_START | PRESENT_RW | c;
     let mut pdpt = [0u64; 512];
-    pdpt[0] = PDE_START | PRESENT_RW;
+    pdpt[0] = PDE_START | PRESENT_RW | c;
     let mut pd = [0u64; 512];
     for (i, entry) in pd.iter_mut().enumerate() {
-        *entry = ((i as u64) << 21) | PRESENT_RW_2M;
+        *entry = ((i as u64) << 21) | PRESENT_RW_2M | c;
     }
     [(PML4_START, pml4), (PDPTE_START, pdpt), (PDE_START, pd)]
 }
 
 /// Writes the identity tables into guest memory; returns the value for CR3.
 pub fn write_identity_tables(mem: &GuestMemoryMmap) -> Result<u64, GuestMemoryError> {
-    for (addr, table) in identity_tables() {
+    write_identity_tables_with_c_bit(mem, None)
+}
+
+/// Writes the identity tables, with the C-bit when given; returns the value for CR3.
+pub fn write_identity_tables_with_c_bit(
+    mem: &GuestMemoryMmap,
+    c_bit: Option<u8>,
+) -> Result<u64, GuestMemoryError> {
+    for (addr, table) in identity_tables_with_c_bit(c_bit) {
         let mut bytes = [0u8; 4096];
         for (chunk, entry) in bytes.chunks_exact_mut(8).zip(table) {
             chunk.copy_from_slice(&entry.to_le_bytes());

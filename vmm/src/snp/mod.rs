@@ -2,3 +2,6 @@
 
 pub mod abi;
 pub mod host;
+pub mod kvm;
+pub mod launcher;
+pub mod sim;

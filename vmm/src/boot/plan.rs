@@ -1,0 +1,571 @@
+//! Cloister's own direct-boot layout as a [`LaunchPlan`]: everything `cloister run`
+//! loads into a guest, in launch order, and what `cloister measure --layout cloister`
+//! measures. One builder for both, so the prediction is the launch by construction.
+//!
+//! The structures are written into a scratch guest memory (an anonymous mapping of the
+//! guest's size, of which only the written pages become resident) by the same loaders
+//! the monitor always used, and then cut into regions:
+//!
+//! | GPA | what | page type |
+//! |---|---|---|
+//! | 0x0000 | boot GDT and IDT | NORMAL |
+//! | 0x6000 | setup_data node (SETUP_CC_BLOB) and the CC blob (SNP platforms) | NORMAL |
+//! | 0x7000 | zero page (boot_params, e820) | NORMAL |
+//! | 0x9000-0xbfff | identity page tables (C-bit set on `snp`) | NORMAL |
+//! | 0x20000 | command line | NORMAL |
+//! | 0x9f000 | MP table (EBDA) | NORMAL |
+//! | 0xe0000 | ACPI tables | NORMAL |
+//! | 0x100000 | kernel | NORMAL |
+//! | high in low RAM | initrd | NORMAL |
+//! | 0x4000 | CPUID page (SNP platforms) | CPUID |
+//! | 0x5000 | secrets page (SNP platforms) | SECRETS |
+//! | every other e820 RAM page | zeroes | ZERO |
+//! | — | one VMSA per vCPU | VMSA |
+//!
+//! Every RAM page is launched (ZERO pages are launched validated), because Linux booted
+//! without UEFI cannot be told about unaccepted memory (SNP-FACTS §3.1): correct, and slow
+//! on real hardware for large guests; the boot verifier of the next step removes that.
+//!
+//! Platform differences in measured bytes: on `snp` the page-table entries carry the
+//! C-bit (bit 51 on Milan, Genoa and Turin), on `sim` and `none` they cannot (a plain KVM
+//! guest would fault on a reserved physical-address bit). So a prediction names its
+//! platform.
+
+use cloister_attestation::launch::digest::{PageType, PAGE_SIZE};
+use cloister_attestation::launch::plan::{
+    LaunchPlan, LaunchRegion, PlanError, RegionContents, RegionRole,
+};
+use cloister_attestation::launch::vmsa::{LongModeEntry, Vmsa, BSP_RESET_EIP};
+use std::borrow::Cow;
+use vm_memory::{Bytes, GuestAddress};
+
+use super::e820::{e820_map, E820Entry, E820_RAM, E820_RESERVED};
+use super::gdt::{boot_gdt, BOOT_CS, BOOT_DS};
+use super::kernel::{load_initrd, load_kernel, write_cmdline, LoadError, LoadedKernel};
+use super::layout::{
+    ACPI_START, BOOT_GDT_START, BOOT_STACK_POINTER, CC_BLOB_START, CMDLINE_START, CPUID_PAGE_START,
+    EBDA_START, HIMEM_START, PML4_START, SECRETS_PAGE_START, SETUP_DATA_START, ZERO_PAGE_START,
+};
+use super::mptable::{write_mptable, MpTableError};
+use super::paging::write_identity_tables_with_c_bit;
+use super::zero_page::{build_boot_params, write_boot_params, BootInfo, ZeroPageError};
+use crate::acpi;
+use crate::boot::layout::ACPI_SLEEP_CONTROL_PORT;
+use crate::memory::{create_guest_memory, low_ram_end, GuestMemoryMmap, MemoryError, MemorySize};
+
+/// SEV_FEATURES of every vCPU: SNP active, nothing else (Linux refuses features it does
+/// not implement, SNP-FACTS §3.1).
+pub const SEV_FEATURES: u64 = 1;
+/// The C-bit position of every SNP processor generation so far (CPUID 0x8000001F EBX).
+pub const SNP_C_BIT: u8 = 51;
+/// `SETUP_CC_BLOB`: the setup_data type Linux searches for the CC blob.
+pub const SETUP_CC_BLOB: u32 = 7;
+/// `cc_blob_sev_info.magic`: "AMDE".
+pub const CC_BLOB_MAGIC: u32 = 0x4544_4d41;
+
+/// Which platform a plan is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// Plain KVM, no SEV.
+    None,
+    /// The simulated SNP platform (plain KVM underneath).
+    Sim,
+    /// Real SEV-SNP.
+    Snp,
+}
+
+impl Platform {
+    /// Whether the guest gets SNP's CPUID page, secrets page and CC blob.
+    pub fn is_snp_like(self) -> bool {
+        matches!(self, Platform::Sim | Platform::Snp)
+    }
+
+    /// The name users type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::None => "none",
+            Platform::Sim => "sim",
+            Platform::Snp => "snp",
+        }
+    }
+}
+
+/// Errors while building the plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanBuildError {
+    /// Scratch memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The kernel, initrd or command line.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The zero page.
+    #[error(transparent)]
+    ZeroPage(#[from] ZeroPageError),
+    /// The MP table.
+    #[error(transparent)]
+    MpTable(#[from] MpTableError),
+    /// The ACPI tables.
+    #[error("cannot write the ACPI tables: {0}")]
+    Acpi(#[from] acpi::AcpiError),
+    /// Another structure.
+    #[error("cannot write {what}: {reason}")]
+    Write {
+        /// The structure.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The plan is not valid.
+    #[error("launch plan: {0}")]
+    Plan(#[from] PlanError),
+}
+
+fn write_err(what: &'static str) -> impl FnOnce(vm_memory::GuestMemoryError) -> PlanBuildError {
+    move |e| PlanBuildError::Write {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// A virtio-mmio device the guest is told about (ACPI DSDT and command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioDevice {
+    /// Register window base.
+    pub base: u64,
+    /// Window length.
+    pub len: u64,
+    /// Interrupt line.
+    pub gsi: u32,
+}
+
+/// The user's inputs to the layout.
+#[derive(Debug, Clone)]
+pub struct LayoutInputs<'a> {
+    /// Kernel image bytes (ELF or bzImage).
+    pub kernel: &'a [u8],
+    /// Its name for messages.
+    pub kernel_name: &'a str,
+    /// Initrd bytes and name.
+    pub initrd: Option<(&'a [u8], &'a str)>,
+    /// The full command line (device announcements included).
+    pub cmdline: &'a str,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory.
+    pub memory: MemorySize,
+    /// virtio-mmio devices.
+    pub devices: &'a [MmioDevice],
+    /// Platform.
+    pub platform: Platform,
+    /// Guest policy for LAUNCH_START.
+    pub policy: u64,
+    /// HOST_DATA for LAUNCH_FINISH.
+    pub host_data: [u8; 32],
+}
+
+/// The plan and what the monitor needs besides it.
+#[derive(Debug)]
+pub struct CloisterPlan {
+    /// The launch plan.
+    pub plan: LaunchPlan<'static>,
+    /// The kernel's 64-bit entry point.
+    pub entry: u64,
+}
+
+/// The e820 map of this layout: the usual one, with the CPUID and secrets pages reserved
+/// on SNP platforms (Linux must not hand them out as free RAM).
+pub fn layout_e820(memory: u64, platform: Platform) -> Vec<E820Entry> {
+    let mut map = e820_map(memory);
+    if platform.is_snp_like() {
+        let reserved_start = CPUID_PAGE_START;
+        let reserved_end = SECRETS_PAGE_START + PAGE_SIZE as u64;
+        let mut out = Vec::with_capacity(map.len() + 2);
+        for e in map.drain(..) {
+            let end = e.addr + e.size;
+            if e.kind == E820_RAM && e.addr < reserved_end && end > reserved_start {
+                if e.addr < reserved_start {
+                    out.push(E820Entry {
+                        addr: e.addr,
+                        size: reserved_start - e.addr,
+                        kind: E820_RAM,
+                    });
+                }
+                out.push(E820Entry {
+                    addr: reserved_start,
+                    size: reserved_end - reserved_start,
+                    kind: E820_RESERVED,
+                });
+                if end > reserved_end {
+                    out.push(E820Entry {
+                        addr: reserved_end,
+                        size: end - reserved_end,
+                        kind: E820_RAM,
+                    });
+                }
+            } else {
+                out.push(e);
+            }
+        }
+        map = out;
+    }
+    map
+}
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+fn page_floor(a: u64) -> u64 {
+    a & !(PAGE - 1)
+}
+
+fn page_ceil(a: u64) -> u64 {
+    a.div_ceil(PAGE) * PAGE
+}
+
+/// Builds the plan for `inputs`.
+pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuildError> {
+    let mem = create_guest_memory(inputs.memory)?;
+    let size = inputs.memory.bytes();
+    let low_end = low_ram_end(size);
+    let kernel: LoadedKernel = load_kernel(&mem, inputs.kernel, inputs.kernel_name, low_end)?;
+    let cmdline_len = write_cmdline(&mem, &kernel, inputs.cmdline)?;
+    let initrd = match inputs.initrd {
+        Some((bytes, name)) => {
+            let addr = load_initrd(&mem, &kernel, bytes, name, low_end)?;
+            Some((addr, bytes.len() as u64))
+        }
+        None => None,
+    };
+    write_mptable(&mem, inputs.vcpus)?;
+    let acpi_cfg = acpi::AcpiConfig {
+        vcpus: inputs.vcpus,
+        virtio_mmio: inputs
+            .devices
+            .iter()
+            .map(|d| acpi::MmioSlot {
+                base: d.base,
+                len: d.len,
+                gsi: d.gsi,
+            })
+            .collect(),
+        sleep_control_port: ACPI_SLEEP_CONTROL_PORT as u16,
+    };
+    let rsdp = acpi::write_tables(&mem, &acpi_cfg)?;
+    let e820 = layout_e820(size, inputs.platform);
+    let mut params = build_boot_params(&BootInfo {
+        kernel: &kernel,
+        cmdline_len,
+        initrd,
+        e820: &e820,
+        acpi_rsdp: Some(rsdp.0),
+    })?;
+    if inputs.platform.is_snp_like() {
+        write_cc_blob(&mem)?;
+        params.hdr.setup_data = SETUP_DATA_START;
+    }
+    write_boot_params(&mem, &params)?;
+    crate::boot::write_descriptor_tables(&mem).map_err(write_err("the boot GDT"))?;
+    let c_bit = (inputs.platform == Platform::Snp).then_some(SNP_C_BIT);
+    let cr3 =
+        write_identity_tables_with_c_bit(&mem, c_bit).map_err(write_err("the page tables"))?;
+
+    // The measured regions, by GPA.
+    let mut normal: Vec<(u64, u64, &'static str)> = vec![
+        (0, PAGE, "boot GDT and IDT"),
+        (ZERO_PAGE_START, PAGE, "zero page"),
+        (PML4_START, 3 * PAGE, "page tables"),
+        (
+            CMDLINE_START,
+            page_ceil(cmdline_len as u64 + 1),
+            "command line",
+        ),
+        (page_floor(EBDA_START), PAGE, "MP table"),
+        (HIMEM_START, page_ceil(kernel.end) - HIMEM_START, "kernel"),
+    ];
+    if inputs.platform.is_snp_like() {
+        normal.push((SETUP_DATA_START, PAGE, "CC blob"));
+    }
+    let acpi_end = used_extent(&mem, ACPI_START, HIMEM_START)?;
+    if acpi_end > ACPI_START {
+        normal.push((ACPI_START, acpi_end - ACPI_START, "ACPI tables"));
+    }
+    if let Some((addr, len)) = initrd {
+        if len > 0 {
+            let start = page_floor(addr);
+            normal.push((start, page_ceil(addr + len) - start, "initrd"));
+        }
+    }
+    normal.sort_by_key(|r| r.0);
+
+    let mut regions = Vec::new();
+    for &(gpa, len, what) in &normal {
+        let mut bytes = vec![0u8; len as usize];
+        mem.read_slice(&mut bytes, GuestAddress(gpa))
+            .map_err(write_err(what))?;
+        regions.push(LaunchRegion::new(
+            gpa,
+            len,
+            PageType::Normal,
+            RegionRole::Other(what),
+            RegionContents::Bytes(Cow::Owned(bytes)),
+        )?);
+    }
+    let mut taken: Vec<(u64, u64)> = normal.iter().map(|&(g, l, _)| (g, g + l)).collect();
+    if inputs.platform.is_snp_like() {
+        for (gpa, kind, what) in [
+            (CPUID_PAGE_START, PageType::Cpuid, "CPUID page"),
+            (SECRETS_PAGE_START, PageType::Secrets, "secrets page"),
+        ] {
+            regions.push(LaunchRegion::new(
+                gpa,
+                PAGE,
+                kind,
+                RegionRole::Other(what),
+                RegionContents::Zeroes,
+            )?);
+            taken.push((gpa, gpa + PAGE));
+        }
+    }
+    check_disjoint(&mut taken)?;
+    // Every other RAM page of the e820 map, launched as ZERO pages.
+    for e in e820.iter().filter(|e| e.kind == E820_RAM) {
+        let (start, end) = (page_floor(e.addr), page_ceil(e.addr + e.size));
+        for (gpa, len) in gaps(start, end, &taken) {
+            regions.push(LaunchRegion::new(
+                gpa,
+                len,
+                PageType::Zero,
+                RegionRole::Other("RAM"),
+                RegionContents::Zeroes,
+            )?);
+        }
+    }
+    // One VMSA per vCPU: the BSP enters the kernel in long mode; the APs are at the
+    // architectural reset state (they are started later: INIT/SIPI on plain KVM, the SNP
+    // AP-creation request on real hardware).
+    let gdt_limit = (std::mem::size_of_val(&boot_gdt()) - 1) as u16;
+    let bsp = Vmsa::long_mode(&LongModeEntry {
+        rip: kernel.entry,
+        rsi: ZERO_PAGE_START,
+        rsp: BOOT_STACK_POINTER,
+        cr3,
+        gdt_base: BOOT_GDT_START,
+        gdt_limit,
+        code_selector: BOOT_CS,
+        data_selector: BOOT_DS,
+        sev_features: SEV_FEATURES,
+    });
+    let ap = Vmsa::qemu_reset(BSP_RESET_EIP, 0, SEV_FEATURES);
+    for vcpu in 0..u32::from(inputs.vcpus) {
+        regions.push(LaunchRegion::vmsa(vcpu, if vcpu == 0 { &bsp } else { &ap }));
+    }
+    let mut plan = LaunchPlan::new(regions, u32::from(inputs.vcpus))?;
+    plan.policy = inputs.policy;
+    plan.host_data = inputs.host_data;
+    Ok(CloisterPlan {
+        plan,
+        entry: kernel.entry,
+    })
+}
+
+/// The setup_data node (type 7, payload: the CC blob's u32 address) and the CC blob
+/// (`cc_blob_sev_info`, 40 bytes) pointing at the secrets and CPUID pages (SNP-FACTS §3.1).
+fn write_cc_blob(mem: &GuestMemoryMmap) -> Result<(), PlanBuildError> {
+    let mut node = [0u8; 24];
+    node[0..8].copy_from_slice(&0u64.to_le_bytes()); // next
+    node[8..12].copy_from_slice(&SETUP_CC_BLOB.to_le_bytes());
+    node[12..16].copy_from_slice(&8u32.to_le_bytes()); // len: u32 address + padding
+    node[16..20].copy_from_slice(&(CC_BLOB_START as u32).to_le_bytes());
+    mem.write_slice(&node, GuestAddress(SETUP_DATA_START))
+        .map_err(write_err("the setup_data node"))?;
+    let mut blob = [0u8; 40];
+    blob[0..4].copy_from_slice(&CC_BLOB_MAGIC.to_le_bytes());
+    blob[4..6].copy_from_slice(&1u16.to_le_bytes());
+    blob[8..16].copy_from_slice(&SECRETS_PAGE_START.to_le_bytes());
+    blob[16..20].copy_from_slice(&(PAGE_SIZE as u32).to_le_bytes());
+    blob[24..32].copy_from_slice(&CPUID_PAGE_START.to_le_bytes());
+    blob[32..36].copy_from_slice(&(PAGE_SIZE as u32).to_le_bytes());
+    mem.write_slice(&blob, GuestAddress(CC_BLOB_START))
+        .map_err(write_err("the CC blob"))
+}
+
+/// The end of the last non-zero page in `start..end` (or `start`).
+fn used_extent(mem: &GuestMemoryMmap, start: u64, end: u64) -> Result<u64, PlanBuildError> {
+    let mut page = [0u8; PAGE_SIZE];
+    let mut last = start;
+    let mut at = start;
+    while at < end {
+        mem.read_slice(&mut page, GuestAddress(at))
+            .map_err(write_err("the ACPI area"))?;
+        if page.iter().any(|&b| b != 0) {
+            last = at + PAGE;
+        }
+        at += PAGE;
+    }
+    Ok(last)
+}
+
+fn check_disjoint(taken: &mut [(u64, u64)]) -> Result<(), PlanBuildError> {
+    taken.sort_unstable();
+    for w in taken.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(PlanBuildError::Write {
+                what: "the boot layout",
+                reason: format!(
+                    "regions {:#x}..{:#x} and {:#x}..{:#x} overlap",
+                    w[0].0, w[0].1, w[1].0, w[1].1
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The parts of `start..end` not covered by `taken` (sorted, disjoint).
+fn gaps(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for &(s, e) in taken {
+        if e <= at || s >= end {
+            continue;
+        }
+        if s > at {
+            out.push((at, s - at));
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        out.push((at, end - at));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::boot::kernel::tests::tiny_elf;
+
+    fn inputs<'a>(kernel: &'a [u8], cmdline: &'a str, platform: Platform) -> LayoutInputs<'a> {
+        LayoutInputs {
+            kernel,
+            kernel_name: "k",
+            initrd: None,
+            cmdline,
+            vcpus: 2,
+            memory: MemorySize(64 << 20),
+            devices: &[],
+            platform,
+            policy: 0x3_0000,
+            host_data: [0; 32],
+        }
+    }
+
+    #[test]
+    fn gaps_cover_what_is_not_taken() {
+        assert_eq!(
+            gaps(0, 100, &[(10, 20), (30, 40)]),
+            [(0, 10), (20, 10), (40, 60)]
+        );
+        assert_eq!(gaps(15, 35, &[(10, 20), (30, 40)]), [(20, 10)]);
+        assert_eq!(gaps(0, 10, &[]), [(0, 10)]);
+    }
+
+    /// Every RAM page of the e820 map is launched exactly once, and nothing else but the
+    /// structures is.
+    #[test]
+    fn every_ram_page_is_launched_once() {
+        let k = tiny_elf(&[0xf4], 0x20_0000);
+        for platform in [Platform::None, Platform::Sim, Platform::Snp] {
+            let p = cloister_plan(&inputs(&k, "console=ttyS0", platform)).unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            for page in p.plan.pages().filter(|p| p.page_type != PageType::Vmsa) {
+                assert!(seen.insert(page.gpa), "{:#x} twice", page.gpa);
+            }
+            for e in layout_e820(64 << 20, platform)
+                .iter()
+                .filter(|e| e.kind == E820_RAM)
+            {
+                let mut a = page_floor(e.addr);
+                while a < e.addr + e.size {
+                    assert!(
+                        seen.contains(&a),
+                        "{platform:?}: RAM page {a:#x} not launched"
+                    );
+                    a += PAGE;
+                }
+            }
+            assert_eq!(p.plan.vcpus(), 2);
+        }
+    }
+
+    /// Anything that changes what the guest runs changes the digest.
+    #[test]
+    fn inputs_change_the_measurement() {
+        let k = tiny_elf(&[0xf4], 0x20_0000);
+        let base = cloister_plan(&inputs(&k, "console=ttyS0", Platform::Sim))
+            .unwrap()
+            .plan
+            .measure();
+        let again = cloister_plan(&inputs(&k, "console=ttyS0", Platform::Sim))
+            .unwrap()
+            .plan
+            .measure();
+        assert_eq!(base, again, "the plan is deterministic");
+        let cmd = cloister_plan(&inputs(&k, "console=ttyS1", Platform::Sim)).unwrap();
+        assert_ne!(cmd.plan.measure(), base, "command line");
+        let k2 = tiny_elf(&[0x90, 0xf4], 0x20_0000);
+        let kern = cloister_plan(&inputs(&k2, "console=ttyS0", Platform::Sim)).unwrap();
+        assert_ne!(kern.plan.measure(), base, "kernel");
+        let mut i = inputs(&k, "console=ttyS0", Platform::Sim);
+        i.vcpus = 3;
+        assert_ne!(cloister_plan(&i).unwrap().plan.measure(), base, "vCPUs");
+        let mut i = inputs(&k, "console=ttyS0", Platform::Sim);
+        i.memory = MemorySize(128 << 20);
+        assert_ne!(cloister_plan(&i).unwrap().plan.measure(), base, "memory");
+        let snp = cloister_plan(&inputs(&k, "console=ttyS0", Platform::Snp)).unwrap();
+        assert_ne!(snp.plan.measure(), base, "the C-bit in the page tables");
+        let initrd = [7u8; 5000];
+        let mut i = inputs(&k, "console=ttyS0", Platform::Sim);
+        i.initrd = Some((&initrd, "initrd"));
+        let with = cloister_plan(&i).unwrap().plan.measure();
+        assert_ne!(with, base, "initrd");
+        let other = [8u8; 5000];
+        i.initrd = Some((&other, "initrd"));
+        assert_ne!(
+            cloister_plan(&i).unwrap().plan.measure(),
+            with,
+            "initrd byte"
+        );
+    }
+
+    #[test]
+    fn snp_platforms_get_the_cc_blob_and_the_none_platform_does_not() {
+        let k = tiny_elf(&[0xf4], 0x20_0000);
+        let sim = cloister_plan(&inputs(&k, "", Platform::Sim)).unwrap();
+        let types: Vec<_> = sim.plan.regions().iter().map(|r| r.page_type()).collect();
+        assert!(types.contains(&PageType::Cpuid) && types.contains(&PageType::Secrets));
+        let blob = sim
+            .plan
+            .regions()
+            .iter()
+            .find(|r| r.gpa() == SETUP_DATA_START)
+            .unwrap();
+        let b = blob.bytes().unwrap();
+        assert_eq!(
+            u32::from_le_bytes(b[8..12].try_into().unwrap()),
+            SETUP_CC_BLOB
+        );
+        let off = (CC_BLOB_START - SETUP_DATA_START) as usize;
+        assert_eq!(
+            u32::from_le_bytes(b[off..off + 4].try_into().unwrap()),
+            CC_BLOB_MAGIC
+        );
+        let none = cloister_plan(&inputs(&k, "", Platform::None)).unwrap();
+        assert!(!none
+            .plan
+            .regions()
+            .iter()
+            .any(|r| matches!(r.page_type(), PageType::Cpuid | PageType::Secrets)));
+    }
+}
