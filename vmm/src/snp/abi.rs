@@ -39,8 +39,28 @@ pub const KVM_X86_GRP_SEV: u32 = 1;
 pub const KVM_X86_SEV_VMSA_FEATURES: u64 = 0;
 /// Attribute: guest-policy bits SNP_LAUNCH_START accepts (6.19+).
 pub const KVM_X86_SNP_POLICY_BITS: u64 = 1;
+/// Attribute: 1 when KVM offers `KVM_SEV_SNP_ENABLE_REQ_CERTS` and the certificate exit
+/// (7.0+).
+pub const KVM_X86_SEV_SNP_REQ_CERTS: u64 = 2;
 /// Largest GHCB protocol version KVM offers.
 pub const GHCB_VERSION_DEFAULT: u16 = 2;
+
+/// SNP guest-policy bits (firmware ABI "Guest Policy"; SNP-FACTS §5.2), as far as KVM's
+/// own checks in SNP_LAUNCH_START name them (SNP-FACTS §1.6).
+pub mod guest_policy {
+    /// ABI_MINOR (bits 7:0) and ABI_MAJOR (bits 15:8).
+    pub const ABI: u64 = 0xffff;
+    /// SMT allowed.
+    pub const SMT: u64 = 1 << 16;
+    /// Reserved, must be one.
+    pub const RSVD_MBO: u64 = 1 << 17;
+    /// Migration agent allowed.
+    pub const MIGRATE_MA: u64 = 1 << 18;
+    /// Debugging allowed.
+    pub const DEBUG: u64 = 1 << 19;
+    /// The guest may run on one socket only.
+    pub const SINGLE_SOCKET: u64 = 1 << 20;
+}
 
 /// `enum sev_cmd_id` values used for SNP.
 pub mod cmd {
@@ -234,6 +254,22 @@ pub struct KvmExitSnpReqCerts {
     pub ret: u64,
 }
 
+/// `struct kvm_device_attr`, the argument of `KVM_HAS_DEVICE_ATTR` / `KVM_GET_DEVICE_ATTR`
+/// (24 bytes). On /dev/kvm, group [`KVM_X86_GRP_SEV`] holds the SEV attributes; GET writes
+/// a `u64` at `addr`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KvmDeviceAttr {
+    /// Must be 0.
+    pub flags: u32,
+    /// Attribute group.
+    pub group: u32,
+    /// Attribute within the group.
+    pub attr: u64,
+    /// User address of the value (GET) or 0 (HAS).
+    pub addr: u64,
+}
+
 /// `_IOC` encoding of an ioctl request number (asm-generic/ioctl.h).
 pub const fn ioc(dir: u64, ty: u64, nr: u64, size: u64) -> u64 {
     (dir << 30) | (size << 16) | (ty << 8) | nr
@@ -264,6 +300,20 @@ pub const KVM_CREATE_GUEST_MEMFD: u64 = ioc(
     KVMIO,
     0xd4,
     std::mem::size_of::<KvmCreateGuestMemfd>() as u64,
+);
+/// `KVM_GET_DEVICE_ATTR`: `_IOW(KVMIO, 0xe2, struct kvm_device_attr)`.
+pub const KVM_GET_DEVICE_ATTR: u64 = ioc(
+    IOC_WRITE,
+    KVMIO,
+    0xe2,
+    std::mem::size_of::<KvmDeviceAttr>() as u64,
+);
+/// `KVM_HAS_DEVICE_ATTR`: `_IOW(KVMIO, 0xe3, struct kvm_device_attr)`.
+pub const KVM_HAS_DEVICE_ATTR: u64 = ioc(
+    IOC_WRITE,
+    KVMIO,
+    0xe3,
+    std::mem::size_of::<KvmDeviceAttr>() as u64,
 );
 
 #[cfg(test)]
@@ -339,7 +389,10 @@ mod tests {
         assert_eq!(offset_of!(KvmUserspaceMemoryRegion2, guest_phys_addr), 8);
         assert_eq!(offset_of!(KvmUserspaceMemoryRegion2, memory_size), 16);
         assert_eq!(offset_of!(KvmUserspaceMemoryRegion2, userspace_addr), 24);
-        assert_eq!(offset_of!(KvmUserspaceMemoryRegion2, guest_memfd_offset), 32);
+        assert_eq!(
+            offset_of!(KvmUserspaceMemoryRegion2, guest_memfd_offset),
+            32
+        );
         assert_eq!(offset_of!(KvmUserspaceMemoryRegion2, guest_memfd), 40);
         assert_eq!(offset_of!(KvmUserspaceMemoryRegion2, pad1), 44);
         assert_eq!(offset_of!(KvmUserspaceMemoryRegion2, pad2), 48);
@@ -358,6 +411,51 @@ mod tests {
         assert_eq!(KVM_SET_USER_MEMORY_REGION2, 0x40A0_AE49);
         assert_eq!(KVM_SET_MEMORY_ATTRIBUTES, 0x4020_AED2);
         assert_eq!(KVM_CREATE_GUEST_MEMFD, 0xC040_AED4);
+        assert_eq!(KVM_GET_DEVICE_ATTR, 0x4018_AEE2);
+        assert_eq!(KVM_HAS_DEVICE_ATTR, 0x4018_AEE3);
+    }
+
+    #[test]
+    fn device_attr_matches_the_kernel() {
+        assert_eq!(size_of::<KvmDeviceAttr>(), 24);
+        assert_eq!(offset_of!(KvmDeviceAttr, flags), 0);
+        assert_eq!(offset_of!(KvmDeviceAttr, group), 4);
+        assert_eq!(offset_of!(KvmDeviceAttr, attr), 8);
+        assert_eq!(offset_of!(KvmDeviceAttr, addr), 16);
+    }
+
+    /// The `sev` crate's launch-finish struct cannot be named from here (sev 8.0.0 keeps
+    /// it in `src/launch/linux/snp.rs`, and the module `launch::linux` is private), so
+    /// its layout is pinned from that source as read: a `repr(C)` struct of the two ID
+    /// block addresses (u64 each), the two enable bytes, then 32 bytes of host data and 6
+    /// of padding — the pre-merge layout, 56 bytes, host data at 18, with no
+    /// vcek_disabled and no flags. The kernel reads 88 bytes with vcek_disabled at 18 and
+    /// host_data at 19 (SNP-FACTS §2.1, §6.1). This test pins the difference and what the
+    /// kernel makes of the crate's bytes.
+    #[test]
+    fn launch_finish_differs_from_the_sev_crate() {
+        const SEV_CRATE_SIZE: usize = 8 + 8 + 1 + 1 + 32 + 6;
+        const SEV_CRATE_HOST_DATA: usize = 8 + 8 + 1 + 1;
+        assert_eq!((SEV_CRATE_SIZE, SEV_CRATE_HOST_DATA), (56, 18));
+        assert_eq!(size_of::<KvmSevSnpLaunchFinish>(), 88);
+        assert_eq!(offset_of!(KvmSevSnpLaunchFinish, host_data), 19);
+        assert_eq!(
+            offset_of!(KvmSevSnpLaunchFinish, vcek_disabled),
+            SEV_CRATE_HOST_DATA
+        );
+
+        // The crate's bytes for host_data 01 02 .. 20, as the kernel reads them (88 bytes:
+        // the 32 past the crate's struct are whatever follows it; zero here).
+        let host_data: [u8; 32] = std::array::from_fn(|i| i as u8 + 1);
+        let mut kernel_view = [0u8; 88];
+        kernel_view[SEV_CRATE_HOST_DATA..SEV_CRATE_HOST_DATA + 32].copy_from_slice(&host_data);
+        let vcek_disabled = kernel_view[offset_of!(KvmSevSnpLaunchFinish, vcek_disabled)];
+        let hd = offset_of!(KvmSevSnpLaunchFinish, host_data);
+        let reported = &kernel_view[hd..hd + 32];
+        // host_data[0] = 1 becomes VCEK_DISABLED, and HOST_DATA is shifted by one byte.
+        assert_eq!(vcek_disabled, 1);
+        assert_eq!(&reported[..31], &host_data[1..]);
+        assert_eq!(reported[31], 0);
     }
 
     /// Our structs and kvm-bindings' agree where kvm-bindings has them.
@@ -375,6 +473,13 @@ mod tests {
             size_of::<KvmCreateGuestMemfd>(),
             size_of::<kvm_bindings::kvm_create_guest_memfd>()
         );
-        assert_eq!(size_of::<KvmSevCmd>(), size_of::<kvm_bindings::kvm_sev_cmd>());
+        assert_eq!(
+            size_of::<KvmSevCmd>(),
+            size_of::<kvm_bindings::kvm_sev_cmd>()
+        );
+        assert_eq!(
+            size_of::<KvmDeviceAttr>(),
+            size_of::<kvm_bindings::kvm_device_attr>()
+        );
     }
 }
