@@ -22,6 +22,7 @@ enum Command {
     Measure(cli::measure::MeasureArgs),
     /// Verify an SEV-SNP attestation report and apply a tenant policy.
     Verify(cli::verify::VerifyArgs),
+    Probe(cli::probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,5 +34,6 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::main(args),
         Command::Measure(args) => cli::measure::main(args),
         Command::Verify(args) => cli::verify::main(args),
+        Command::Probe(args) => cli::probe::main(args),
     }
 }

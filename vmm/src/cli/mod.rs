@@ -3,5 +3,6 @@
 
 pub mod measure;
 pub mod output;
+pub mod probe;
 pub mod run;
 pub mod verify;
