@@ -1,7 +1,8 @@
 #!/bin/sh
-# Starts one inner VM under the VMM named by $1 (cloister or qemu) inside the outer VM:
-# the inner Debian kernel, its busybox initramfs and a copy of the marker disk, with the
-# CPU count, memory size and kernel command line from /nested.conf.
+# Starts one inner VM under the VMM named by $1 (cloister, qemu-microvm or qemu-pc) inside
+# the outer VM: the inner Debian kernel, its busybox initramfs and a copy of the marker
+# disk, with the CPU count, memory size and kernel command line from /nested.conf. Each
+# VMM is configured as its users would start a Linux kernel with one virtio disk.
 . /nested.conf
 case "$1" in
   cloister)
@@ -9,17 +10,29 @@ case "$1" in
       --cmdline "$INNER_CMDLINE" --cpus "$INNER_CPUS" --memory "$INNER_MEM" \
       --disk path=/tmp/disk.img --serial stdio
     ;;
-  qemu)
-    # microvm: virtio-mmio devices described in an ACPI DSDT, like cloister's.
-    exec qemu-system-x86_64 -accel kvm -cpu host -M microvm,acpi=on \
+  qemu-microvm)
+    # microvm: virtio-mmio devices described in an ACPI DSDT, like cloister's. rtc=on:
+    # under KVM microvm has no CMOS RTC by default, yet its FADT does not say so, and
+    # Debian's kernel then probes the absent one for 12-40 s here (rtc_cmos, with soft
+    # lockup warnings); its documented switch gives the guest the wall clock it expects.
+    exec qemu-system-x86_64 -accel kvm -cpu host -M microvm,acpi=on,rtc=on \
       -smp "$INNER_CPUS" -m "$INNER_MEM" -nodefaults -no-user-config -no-reboot \
       -display none -monitor none -serial stdio \
       -kernel /inner/vmlinuz -initrd /inner/initrd.cpio.gz -append "$INNER_CMDLINE" \
       -drive id=vda,file=/tmp/disk.img,format=raw,if=none \
       -device virtio-blk-device,drive=vda
     ;;
+  qemu-pc)
+    # The default PC machine (i440FX, SeaBIOS, its default devices), the disk as
+    # virtio-blk-pci.
+    exec qemu-system-x86_64 -M pc -accel kvm -cpu host \
+      -smp "$INNER_CPUS" -m "$INNER_MEM" \
+      -kernel /inner/vmlinuz -initrd /inner/initrd.cpio.gz -append "$INNER_CMDLINE" \
+      -drive file=/tmp/disk.img,format=raw,if=virtio \
+      -nographic -no-reboot
+    ;;
   *)
-    echo "inner-vmm: unknown VMM '$1' (expected cloister or qemu)" >&2
+    echo "inner-vmm: unknown VMM '$1' (expected cloister, qemu-microvm or qemu-pc)" >&2
     exit 2
     ;;
 esac

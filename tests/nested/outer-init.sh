@@ -1,7 +1,7 @@
 #!/bin/busybox sh
 # /init of the outer VM (QEMU TCG, -cpu EPYC,+svm,+npt). Loads kvm-amd so that /dev/kvm
 # exists, then boots the inner Debian kernel under each VMM named in /nested.conf
-# (cloister and/or QEMU -accel kvm), RUNS times each, interleaved, and reports
+# (cloister, QEMU -accel kvm microvm and/or pc), RUNS times each, interleaved, and reports
 #   NESTED-RUN: vmm=<v> run=<n> exit=<status> marker_s=<t> done_s=<t> exit_s=<t>
 # where the times are seconds from the VMM's start (outer guest clock, busybox ts).
 /bin/busybox mkdir -p /bin /proc /sys /dev /tmp

@@ -6,14 +6,15 @@
 #              Debian kernel + busybox initramfs that insmods irqbypass, kvm, ccp, kvm-amd
 #   inner VM : the same Debian kernel + a busybox initramfs that loads the virtio modules,
 #              reports "NESTED-LINUX: ..." lines and powers off; booted by `cloister run`
-#              (statically linked) and/or by `qemu-system-x86_64 -accel kvm -M microvm`.
+#              (statically linked) and/or by `qemu-system-x86_64 -accel kvm` with the
+#              `microvm` or the `pc` machine.
 #
 # It fetches nothing but Debian packages (apt-get download) and caches everything under
 # ${CARGO_TARGET_DIR:-<repo>/target}/nested-cache. Safe to run again (idempotent).
 #
 # Output: the outer serial console, live, on stdout (also saved to --log). For every inner
 # run the outer /init prints one summary line:
-#   NESTED-RUN: vmm=<cloister|qemu> run=<n> exit=<status> marker_s=<s> done_s=<s> exit_s=<s>
+#   NESTED-RUN: vmm=<cloister|qemu-microvm|qemu-pc> run=<n> exit=<status> marker_s=<s> done_s=<s> exit_s=<s>
 # (seconds from the inner VMM's start, outer guest clock; "none" when never seen), and
 # "NESTED-OUTER: end" when it finished. Exit status: 0 when the outer VM reached its end,
 # 1 on any harness error (which is named on stderr). The caller judges the inner results.
@@ -22,10 +23,12 @@ set -euo pipefail
 usage() {
   cat <<'USAGE'
 usage: tests/nested/run.sh [options]
-  --vmm LIST         inner VMMs, comma-separated: cloister, qemu (default: cloister)
+  --vmm LIST         inner VMMs, comma-separated: cloister, qemu-microvm, qemu-pc
+                     (default: cloister)
   --runs N           inner boots per VMM, interleaved, in one outer boot (default: 1)
   --cloister PATH    statically linked cloister to use (default: build it)
-  --quiet            boot the inner kernel with `quiet` (benchmarks: less serial output)
+  --quiet            boot the inner kernel with `quiet`, as Debian's boot loader does
+                     (benchmarks: less serial output)
   --inner-cpus N     inner vCPUs (default: 2)
   --inner-mem SIZE   inner memory, e.g. 256M (default: 256M)
   --inner-timeout S  seconds allowed per inner boot (default: 300)
@@ -79,12 +82,14 @@ done
 
 vmm_list="${vmms//,/ }"
 want_cloister=0
-want_qemu=0
+want_microvm=0
+want_pc=0
 for v in $vmm_list; do
   case "$v" in
     cloister) want_cloister=1 ;;
-    qemu) want_qemu=1 ;;
-    *) die "unknown inner VMM '$v' (expected cloister or qemu)" ;;
+    qemu-microvm) want_microvm=1 ;;
+    qemu-pc) want_pc=1 ;;
+    *) die "unknown inner VMM '$v' (expected cloister, qemu-microvm or qemu-pc)" ;;
   esac
 done
 [ -n "$vmm_list" ] || die "--vmm is empty"
@@ -233,7 +238,9 @@ inner_root="$work/inner-root"
 mkdir -p "$inner_root/bin"
 cp "$busybox" "$inner_root/bin/busybox"
 install -m 0755 "$here/inner-init.sh" "$inner_root/init"
-install_modules "$inner_root" virtio_ring virtio virtio_mmio virtio_blk
+# virtio_mmio for cloister and microvm, virtio_pci for the pc machine: every inner guest
+# loads both, whichever finds the disk.
+install_modules "$inner_root" virtio_ring virtio virtio_mmio virtio_pci virtio_blk
 echo "nested harness: inner modules: $(tr '\n' ' ' <"$inner_root/lib/modules/order")" >&2
 make_cpio "$inner_root" "$work/inner-initrd.cpio.gz" gzip
 
@@ -273,9 +280,11 @@ if [ "$want_cloister" -eq 1 ]; then
   install -m 0755 "$cloister_bin" "$outer_root/bin/cloister"
 fi
 
-if [ "$want_qemu" -eq 1 ]; then
+if [ "$want_microvm" -eq 1 ] || [ "$want_pc" -eq 1 ]; then
   # Debian has no static QEMU: copy the host's binary, its shared libraries (same paths,
-  # so the dynamic loader finds them) and the firmware the microvm machine loads.
+  # so the dynamic loader finds them) and the firmware each machine loads: microvm its
+  # own BIOS; pc SeaBIOS, the VGA BIOS and the default NIC's (e1000) option ROM; both the
+  # Linux loader option ROM. They go where this QEMU looks (`qemu-system-x86_64 -L help`).
   qemu="$(command -v qemu-system-x86_64)"
   mkdir -p "$outer_root/usr/bin"
   cp -L "$qemu" "$outer_root/usr/bin/qemu-system-x86_64"
@@ -283,20 +292,28 @@ if [ "$want_qemu" -eq 1 ]; then
     mkdir -p "$outer_root$(dirname "$lib")"
     cp -L "$lib" "$outer_root$lib"
   done
+  fw_list="linuxboot_dma.bin kvmvapic.bin"
+  [ "$want_microvm" -eq 0 ] || fw_list="$fw_list bios-microvm.bin"
+  [ "$want_pc" -eq 0 ] || fw_list="$fw_list bios-256k.bin vgabios-stdvga.bin efi-e1000.rom"
   mkdir -p "$outer_root/usr/share/qemu"
-  for fw in bios-microvm.bin linuxboot_dma.bin kvmvapic.bin; do
+  for fw in $fw_list; do
     src=""
-    for d in /usr/share/qemu /usr/share/seabios; do
+    for d in /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu; do
       [ -e "$d/$fw" ] && { src="$d/$fw"; break; }
     done
-    [ -n "$src" ] || die "QEMU firmware $fw is missing (Debian packages qemu-system-data, seabios)"
+    [ -n "$src" ] || die "QEMU firmware $fw is missing (Debian packages qemu-system-data, seabios, ipxe-qemu)"
     cp -L "$src" "$outer_root/usr/share/qemu/$fw"
   done
 fi
 
-# initcall_blacklist=cmos_init: neither microvm (ACPI) nor cloister has a CMOS RTC, and
-# probing the absent one costs ~11 s of port reads under nested KVM, the same for both VMMs.
-inner_cmdline="console=ttyS0 panic=-1 tsc=reliable no_timer_check i8042.noaux i8042.nomux initcall_blacklist=cmos_init"
+# The inner kernel's command line, the same under every VMM, with only what a user types:
+#   console=ttyS0  the inner /init reports on the serial console, which every VMM here
+#                  connects to its stdout;
+#   panic=-1       a panicking kernel reboots at once, which ends every VMM here (QEMU
+#                  runs with -no-reboot), instead of hanging until --inner-timeout;
+#   quiet          (--quiet) Debian's own default: fewer console lines, each byte of
+#                  which is a VM exit.
+inner_cmdline="console=ttyS0 panic=-1"
 [ "$quiet" -eq 0 ] || inner_cmdline="$inner_cmdline quiet"
 cat >"$outer_root/nested.conf" <<CONF
 VMMS="$vmm_list"

@@ -1,18 +1,22 @@
-//! Benchmark 7b: `cloister` vs QEMU (`-accel kvm -M microvm`) booting Debian's own Linux
-//! kernel on a real (nested) KVM, side by side in one run of the nested-KVM harness
-//! (`tests/nested/run.sh`).
+//! Benchmark 7b: `cloister` vs QEMU `-accel kvm` with the `pc` machine (i440FX, SeaBIOS,
+//! the disk as virtio-blk-pci) and with the `microvm` machine (virtio-mmio in ACPI),
+//! booting Debian's own Linux kernel on a real (nested) KVM, side by side in one run of
+//! the nested-KVM harness (`tests/nested/run.sh`).
 //!
 //! One outer VM (QEMU TCG with SVM and nested paging) boots once; inside it the outer
-//! /init boots the same Debian kernel + busybox initramfs + 1 MiB disk under each VMM,
-//! interleaved (qemu, cloister, qemu, cloister, ...), N times each. Times are taken inside
-//! the outer VM (busybox `ts -s`, seconds since the inner VMM process started):
+//! /init boots the same Debian kernel + busybox initramfs + 1 MiB disk, with the same
+//! kernel command line (`console=ttyS0 panic=-1 quiet`), vCPUs and memory, under each VMM,
+//! interleaved (qemu-pc, qemu-microvm, cloister, qemu-pc, ...), N times each. Times are
+//! taken inside the outer VM (busybox `ts -s`, seconds since the inner VMM process
+//! started):
 //! - marker: the inner /init printed its first line (Linux booted to userspace);
 //! - done:   the virtio modules are loaded and the disk was read;
 //! - exit:   the VMM process exited after the guest powered off.
 //!
 //! Usage: `cargo run --release -p cloister-bench --bin nested -- [--runs N]
-//! [--vmm qemu,cloister] [--cloister PATH] [--from-log FILE]` (`--from-log` re-analyses the
-//! serial log of an earlier run, `target/nested-cache/bench-serial.log`, without booting).
+//! [--vmm qemu-pc,qemu-microvm,cloister] [--cloister PATH] [--from-log FILE]`
+//! (`--from-log` re-analyses the serial log of an earlier run,
+//! `target/nested-cache/bench-serial.log`, without booting).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +28,10 @@ use std::process::{Command, ExitCode, Stdio};
 const DEFAULT_RUNS: u32 = 10;
 /// Seconds one inner boot may take inside the outer VM before it is killed.
 const INNER_TIMEOUT_SECS: u32 = 300;
+/// The inner VMMs, in the order each round boots them.
+const DEFAULT_VMMS: &str = "qemu-pc,qemu-microvm,cloister";
+/// The peers cloister is compared with, and the short name of each in the ratio rows.
+const PEERS: [(&str, &str); 2] = [("qemu-pc", "pc"), ("qemu-microvm", "microvm")];
 
 /// What can go wrong while benchmarking.
 #[derive(Debug)]
@@ -46,7 +54,7 @@ impl fmt::Display for BenchError {
         match self {
             Self::Usage(msg) => write!(
                 f,
-                "{msg}\nusage: nested [--runs N] [--vmm qemu,cloister] [--cloister PATH] [--from-log FILE]"
+                "{msg}\nusage: nested [--runs N] [--vmm {DEFAULT_VMMS}] [--cloister PATH] [--from-log FILE]"
             ),
             Self::Spawn(e) => write!(f, "cannot start tests/nested/run.sh: {e}"),
             Self::Harness { status, log } => write!(
@@ -73,7 +81,7 @@ struct Options {
 fn parse_args() -> Result<Options, BenchError> {
     let mut opts = Options {
         runs: DEFAULT_RUNS,
-        vmms: "qemu,cloister".to_string(),
+        vmms: DEFAULT_VMMS.to_string(),
         cloister: None,
         from_log: None,
     };
@@ -229,6 +237,25 @@ fn boot(opts: &Options) -> Result<String, BenchError> {
     Ok(serial)
 }
 
+/// Width of the first column of the table.
+const LABEL: usize = 14;
+
+fn table_row(label: &str, runs: &str, cells: &[String]) -> String {
+    let mut line = format!("{label:<LABEL$} {runs:>7}");
+    for cell in cells {
+        line.push_str(&format!(" {cell:>10}"));
+    }
+    line
+}
+
+/// The per-run values the table shows: marker, done, exit, pre-kernel.
+const COLUMNS: [fn(&InnerRun) -> Option<f64>; 4] = [
+    |r| r.marker_s,
+    |r| r.done_s,
+    |r| r.exit_s,
+    |r| Some(r.marker_s? - r.guest_uptime_at_marker?),
+];
+
 /// Formats the table of medians and ratios for the runs found in a serial log.
 fn report(serial: &str) -> Vec<String> {
     let runs = parse_runs(serial);
@@ -239,36 +266,32 @@ fn report(serial: &str) -> Vec<String> {
     let mut lines = vec![
         String::new(),
         "Nested KVM: outer QEMU TCG -cpu EPYC,+svm,+npt (1 CPU); inner Debian kernel + busybox \
-         initramfs, 2 vCPUs, 256 MiB, virtio-blk over virtio-mmio described in ACPI"
+         initramfs, 2 vCPUs, 256 MiB, one virtio-blk disk (virtio-mmio in ACPI for cloister \
+         and qemu-microvm, virtio-blk-pci for qemu-pc), command line console=ttyS0 panic=-1 \
+         quiet"
             .to_string(),
         "median seconds from the inner VMM's process start (outer guest clock); pre-kernel = \
          marker - the guest's own uptime at the marker (VMM set-up, firmware, decompression)"
             .to_string(),
-        format!(
-            "{:<10} {:>7} {:>10} {:>10} {:>10} {:>11}",
-            "vmm", "ok/runs", "marker", "done", "exit", "pre-kernel"
+        table_row(
+            "vmm",
+            "ok/runs",
+            &["marker", "done", "exit", "pre-kernel"].map(String::from),
         ),
     ];
-    let mut medians: BTreeMap<String, [Option<f64>; 4]> = BTreeMap::new();
+    let mut medians: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
     for (vmm, runs) in &by_vmm {
         let ok: Vec<&InnerRun> = runs.iter().filter(|r| r.ok()).collect();
-        let m = |f: fn(&InnerRun) -> Option<f64>| median(ok.iter().filter_map(|r| f(r)).collect());
-        let row = [
-            m(|r| r.marker_s),
-            m(|r| r.done_s),
-            m(|r| r.exit_s),
-            m(|r| Some(r.marker_s? - r.guest_uptime_at_marker?)),
-        ];
-        medians.insert(vmm.clone(), row);
-        lines.push(format!(
-            "{:<10} {:>7} {:>10} {:>10} {:>10} {:>11}",
+        let row: Vec<Option<f64>> = COLUMNS
+            .iter()
+            .map(|f| median(ok.iter().filter_map(|r| f(r)).collect()))
+            .collect();
+        lines.push(table_row(
             vmm,
-            format!("{}/{}", ok.len(), runs.len()),
-            show(row[0]),
-            show(row[1]),
-            show(row[2]),
-            show(row[3])
+            &format!("{}/{}", ok.len(), runs.len()),
+            &row.iter().map(|v| show(*v)).collect::<Vec<_>>(),
         ));
+        medians.insert(vmm.clone(), row);
         for r in runs.iter().filter(|r| !r.ok()) {
             lines.push(format!(
                 "  failed run {}: vmm={} exit={} marker_s={} done_s={}",
@@ -280,30 +303,29 @@ fn report(serial: &str) -> Vec<String> {
             ));
         }
     }
-    if let (Some(c), Some(q)) = (medians.get("cloister"), medians.get("qemu")) {
-        let ratio = |i: usize| match (c[i], q[i]) {
-            (Some(c), Some(q)) if q > 0.0 => format!("{:.2}", c / q),
-            _ => "-".to_string(),
+    for (peer, short) in PEERS {
+        let (Some(c), Some(q)) = (medians.get("cloister"), medians.get(peer)) else {
+            continue;
         };
-        lines.push(format!(
-            "{:<10} {:>7} {:>10} {:>10} {:>10} {:>11}",
-            "c/q median",
-            "",
-            ratio(0),
-            ratio(1),
-            ratio(2),
-            ratio(3)
-        ));
-        // Runs are interleaved (qemu n, cloister n): the median of the per-pair ratios is
+        let ratios: Vec<String> = c
+            .iter()
+            .zip(q)
+            .map(|pair| match pair {
+                (Some(c), Some(q)) if *q > 0.0 => format!("{:.2}", c / q),
+                _ => "-".to_string(),
+            })
+            .collect();
+        lines.push(table_row(&format!("c/{short} median"), "", &ratios));
+        // Runs are interleaved (peer n, cloister n): the median of the per-pair ratios is
         // less sensitive to the shared host's load drifting during the benchmark.
-        let pair = |f: fn(&InnerRun) -> Option<f64>| {
+        let pair = |f: &fn(&InnerRun) -> Option<f64>| {
             let ratios = runs
                 .iter()
                 .filter(|c| c.vmm == "cloister" && c.ok())
                 .filter_map(|c| {
                     let q = runs
                         .iter()
-                        .find(|q| q.vmm == "qemu" && q.run == c.run && q.ok())?;
+                        .find(|q| q.vmm == peer && q.run == c.run && q.ok())?;
                     let (cv, qv) = (f(c)?, f(q)?);
                     (qv > 0.0).then_some(cv / qv)
                 })
@@ -311,14 +333,8 @@ fn report(serial: &str) -> Vec<String> {
             let n = ratios.len();
             median(ratios).map_or_else(|| "-".to_string(), |r| format!("{r:.2} ({n})"))
         };
-        lines.push(format!(
-            "{:<10} {:>7} {:>10} {:>10} {:>10}",
-            "c/q pairs",
-            "",
-            pair(|r| r.marker_s),
-            pair(|r| r.done_s),
-            pair(|r| r.exit_s)
-        ));
+        let pairs: Vec<String> = COLUMNS[..3].iter().map(pair).collect();
+        lines.push(table_row(&format!("c/{short} pairs"), "", &pairs));
     }
     lines.push(String::new());
     lines.push(
@@ -326,11 +342,11 @@ fn report(serial: &str) -> Vec<String> {
          guest's own code runs ~10x slower than native, every VM exit goes through an emulated \
          SVM (#VMEXIT, kvm_amd, then back) and costs ~60-100 us instead of ~1 us, and both inner \
          vCPUs share one emulated outer CPU with the VMM's own threads. Exit-heavy work (serial \
-         and port I/O, APIC timer, virtio notifications) is inflated far more than guest \
-         compute, and the VMMs' own start-up (exec, dynamic linking for QEMU, memory set-up, \
-         kernel loading) runs on the emulated CPU too. The host machine is shared, so absolute \
-         times drift; runs are interleaved so that drift hits both VMMs alike. Read the ratios, \
-         not the seconds."
+         and port I/O, APIC timer, virtio notifications, firmware) is inflated far more than \
+         guest compute, and the VMMs' own start-up (exec, dynamic linking for QEMU, memory \
+         set-up, kernel loading) runs on the emulated CPU too. The host machine is shared, so \
+         absolute times drift; runs are interleaved so that drift hits every VMM alike. Read \
+         the ratios, not the seconds."
             .to_string(),
     );
     lines
@@ -367,14 +383,14 @@ mod tests {
 
     #[test]
     fn parses_summary_and_uptime_per_run() {
-        let log = "NESTED-RUN-BEGIN: vmm=qemu run=1\n\
+        let log = "NESTED-RUN-BEGIN: vmm=qemu-pc run=1\n\
                    31.7 NESTED-LINUX: marker uptime=12.50\r\n\
-                   NESTED-RUN: vmm=qemu run=1 exit=0 marker_s=31.7 done_s=33.6 exit_s=34.4\n\
+                   NESTED-RUN: vmm=qemu-pc run=1 exit=0 marker_s=31.7 done_s=33.6 exit_s=34.4\n\
                    NESTED-RUN-BEGIN: vmm=cloister run=1\n\
                    NESTED-RUN: vmm=cloister run=1 exit=1 marker_s=none done_s=none exit_s=2.0\n";
         let runs = parse_runs(log);
         assert_eq!(runs.len(), 2);
-        assert_eq!(runs[0].vmm, "qemu");
+        assert_eq!(runs[0].vmm, "qemu-pc");
         assert!(runs[0].ok());
         assert_eq!(runs[0].guest_uptime_at_marker, Some(12.5));
         assert_eq!(runs[0].done_s, Some(33.6));
@@ -386,9 +402,11 @@ mod tests {
 
     #[test]
     fn report_gives_medians_and_pairwise_ratios() {
-        let log = "NESTED-RUN: vmm=qemu run=1 exit=0 marker_s=10 done_s=12 exit_s=13\n\
+        let log = "NESTED-RUN: vmm=qemu-microvm run=1 exit=0 marker_s=10 done_s=12 exit_s=13\n\
+                   NESTED-RUN: vmm=qemu-pc run=1 exit=0 marker_s=20 done_s=22 exit_s=23\n\
                    NESTED-RUN: vmm=cloister run=1 exit=0 marker_s=5 done_s=6 exit_s=6.5\n\
-                   NESTED-RUN: vmm=qemu run=2 exit=0 marker_s=20 done_s=24 exit_s=26\n\
+                   NESTED-RUN: vmm=qemu-microvm run=2 exit=0 marker_s=20 done_s=24 exit_s=26\n\
+                   NESTED-RUN: vmm=qemu-pc run=2 exit=0 marker_s=40 done_s=44 exit_s=46\n\
                    NESTED-RUN: vmm=cloister run=2 exit=0 marker_s=30 done_s=36 exit_s=39\n\
                    NESTED-RUN: vmm=cloister run=3 exit=143 marker_s=none done_s=none exit_s=300\n";
         let lines = report(log);
@@ -400,16 +418,21 @@ mod tests {
                 .map(|l| l.split_whitespace().map(String::from).collect())
                 .unwrap_or_default()
         };
-        // medians: qemu marker 15, cloister marker 17.5 over its 2 good runs.
-        assert_eq!(row("qemu ")[1..3], ["2/2", "15.00"], "{table}");
+        // medians: microvm marker 15, pc 30, cloister 17.5 over its 2 good runs.
+        assert_eq!(row("qemu-microvm ")[1..3], ["2/2", "15.00"], "{table}");
+        assert_eq!(row("qemu-pc ")[1..3], ["2/2", "30.00"], "{table}");
         assert_eq!(row("cloister ")[1..3], ["2/3", "17.50"], "{table}");
         assert!(
             table.contains("failed run 3: vmm=cloister exit=143"),
             "{table}"
         );
-        assert_eq!(row("c/q median")[2], "1.17", "{table}");
-        // pairs: 5/10 = 0.5 and 30/20 = 1.5, median 1.0 over 2 pairs.
-        assert_eq!(row("c/q pairs")[2..4], ["1.00", "(2)"], "{table}");
+        assert_eq!(row("c/microvm median")[2], "1.17", "{table}");
+        assert_eq!(row("c/pc median")[2], "0.58", "{table}");
+        // pairs: 5/10 = 0.5 and 30/20 = 1.5, median 1.0 over 2 pairs; against pc 0.25 and 0.75.
+        assert_eq!(row("c/microvm pairs")[2..4], ["1.00", "(2)"], "{table}");
+        assert_eq!(row("c/pc pairs")[2..4], ["0.50", "(2)"], "{table}");
+        // The exit column: 6.5/13 = 0.5 and 39/26 = 1.5 against microvm.
+        assert_eq!(row("c/microvm pairs")[6..8], ["1.00", "(2)"], "{table}");
     }
 
     #[test]
