@@ -358,7 +358,7 @@ step_predict() {
 step_launch() {
     local args=(run --platform snp --kernel "$KERNEL" --cpus "$VCPUS" --memory "$MEMORY"
         --host-data "$HOST_DATA" --serial "file=$OUT/serial.log"
-        --kvm-device "$KVM_DEVICE")
+        --kvm-device "$KVM_DEVICE" --sev-device "$SEV_DEVICE")
     [ -n "$INITRD" ] && args+=(--initrd "$INITRD")
     [ -n "$APPEND" ] && args+=(--cmdline "$APPEND")
     [ -n "$POLICY" ] && args+=(--policy "$POLICY")

@@ -294,7 +294,7 @@ fn a_real_report_passes_every_step_with_a_stand_in_host() {
     assert!(
         lines[2].starts_with(&format!(
             "run --platform snp --kernel {kernel} --cpus 2 --memory 512M --host-data {host_data} --serial file="
-        )) && lines[2].ends_with("--kvm-device /dev/kvm --cmdline console=ttyS0"),
+        )) && lines[2].ends_with("--kvm-device /dev/kvm --sev-device /dev/sev --cmdline console=ttyS0"),
         "{}",
         lines[2]
     );
