@@ -14,28 +14,37 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
 use crate::acpi;
-use crate::boot::e820::e820_map;
-use crate::boot::kernel::{
-    detect_format, load_initrd, load_kernel, write_cmdline, LoadError, LoadedKernel,
-};
+use crate::boot::kernel::{detect_format, LoadError};
 use crate::boot::layout::{
     ACPI_SLEEP_CONTROL_PORT, CMOS_RTC_PORT, CMOS_RTC_PORT_COUNT, COM1_IRQ, COM1_PORT,
-    DEBUG_EXIT_PORT, I8042_PORT, IRQ_MAX, VIRTIO_GSI_START, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START,
+    DEBUG_EXIT_PORT, GUEST_REQUEST_PORT, I8042_PORT, IRQ_MAX, VIRTIO_GSI_START, VIRTIO_MMIO_SIZE,
+    VIRTIO_MMIO_START,
 };
-use crate::boot::mptable::{write_mptable, MpTableError};
-use crate::boot::paging::write_identity_tables;
-use crate::boot::zero_page::{build_boot_params, write_boot_params, BootInfo, ZeroPageError};
+use crate::boot::mptable::MpTableError;
+use crate::boot::plan::{cloister_plan, LayoutInputs, MmioDevice, PlanBuildError, Platform};
+use crate::boot::zero_page::ZeroPageError;
 use crate::config::{DiskSpec, KernelSource, SerialMode, VmConfig};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::exit::ExitHandle;
+use crate::devices::guest_request::GuestRequestDoorbell;
 use crate::devices::legacy::{AcpiSleepControl, DebugExit, I8042};
 use crate::devices::rtc::CmosRtc;
 use crate::devices::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::virtio;
 use crate::event_loop::{self, LoopEnd, TerminalInput};
-use crate::memory::{create_guest_memory, low_ram_end, GuestMemoryMmap, MemoryError};
+use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
+use crate::snp::cpuid_page::cpuid_page;
+use crate::snp::host::SnpHost;
+use crate::snp::launcher::{LaunchError, SnpLauncher};
+use crate::snp::sim::SimSnpHost;
 use crate::vstate::vcpu::{kick_signal, register_kick_handler, Vcpu, VcpuError, VcpuStop};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
+use cloister_attestation::launch::digest::PageType;
+use cloister_attestation::launch::plan::{LaunchPlan, DEFAULT_GUEST_POLICY};
+use cloister_attestation::launch::vmsa::Vmsa;
+use cloister_attestation::sim::{SimPsp, SimRoot};
+use kvm_ioctls::VcpuFd;
+use vm_memory::{Bytes, GuestAddress};
 
 /// How long the monitor keeps kicking vCPU threads before it stops waiting for them.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,6 +124,15 @@ pub enum BuildError {
     /// A vCPU could not be set up.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// The launch plan could not be built.
+    #[error(transparent)]
+    Plan(#[from] PlanBuildError),
+    /// The SEV-SNP launch failed.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// The simulated platform could not be set up.
+    #[error("{0}")]
+    Sim(String),
     /// A host resource (eventfd, thread, epoll) failed.
     #[error("{what}: {source}")]
     Host {
@@ -181,11 +199,41 @@ pub struct Vmm {
     kvm: Kvm,
     // Declared before `mem` so the vCPUs (which run on it) are dropped first.
     vcpus: Vec<Vcpu>,
-    vm: Vm,
+    platform_vm: PlatformVm,
     mem: GuestMemoryMmap,
     exit: ExitHandle,
     serial: Arc<Mutex<SerialConsole<ConsoleOutput>>>,
     stdio_console: bool,
+    launch: LaunchSummary,
+}
+
+/// The VM as the platform holds it.
+enum PlatformVm {
+    /// A plain KVM VM (`none`).
+    Plain(Vm),
+    /// An SNP host, real or simulated, which owns the VM.
+    Snp(Arc<dyn SnpHost>),
+}
+
+impl PlatformVm {
+    fn vm(&self) -> &Vm {
+        match self {
+            PlatformVm::Plain(vm) => vm,
+            PlatformVm::Snp(host) => host.vm(),
+        }
+    }
+}
+
+/// What was launched: the platform, the measurement `cloister measure` predicts for this
+/// exact plan, and (on `sim`) the one the secure processor computed from what it loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSummary {
+    /// The platform.
+    pub platform: Platform,
+    /// The plan's launch digest.
+    pub predicted: [u8; 48],
+    /// The simulated secure processor's launch digest (`sim` only).
+    pub measured: Option<[u8; 48]>,
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
@@ -198,6 +246,11 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
 
 /// Builds the VM described by `config` on the KVM device at `kvm_path` (normally
 /// [`crate::vstate::vm::KVM_PATH`]).
+///
+/// One boot path for every platform: the launch plan of Cloister's layout
+/// ([`cloister_plan`]) is built first; `none` copies its regions into guest memory,
+/// `sim` and `snp` hand them, in the same order, to the SNP launcher. Every vCPU starts
+/// from the plan's VMSA state.
 pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     let (kernel_image, kernel_name) = match &config.kernel {
         KernelSource::File(path) => (read_file("kernel image", path)?, path.display().to_string()),
@@ -217,6 +270,37 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     if detect_format(&kernel_image).is_none() {
         return Err(LoadError::UnknownFormat(kernel_name).into());
     }
+    let slots = (0..config.disks.len())
+        .map(|i| MmioSlot::nth(i).ok_or(BuildError::TooManyDisks(config.disks.len())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cmdline = guest_cmdline(&config.cmdline, &slots);
+    let devices: Vec<MmioDevice> = slots
+        .iter()
+        .map(|s| MmioDevice {
+            base: s.base,
+            len: s.len,
+            gsi: s.gsi,
+        })
+        .collect();
+    let planned = cloister_plan(&LayoutInputs {
+        kernel: &kernel_image,
+        kernel_name: &kernel_name,
+        initrd: initrd.as_ref().map(|(b, n)| (b.as_slice(), n.as_str())),
+        cmdline: &cmdline,
+        vcpus: config.vcpus,
+        memory: config.memory,
+        devices: &devices,
+        platform: config.platform,
+        policy: DEFAULT_GUEST_POLICY,
+        host_data: config.host_data,
+    })?;
+    let plan = planned.plan;
+    log::info!(
+        "launch plan ({} platform): {} regions, measurement {}",
+        config.platform.name(),
+        plan.regions().len(),
+        hex::encode(plan.measure())
+    );
 
     let kvm = open_kvm(kvm_path)?;
     let max = kvm.get_max_vcpus();
@@ -226,10 +310,45 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
             max,
         });
     }
-
     let mem = create_guest_memory(config.memory)?;
-    let vm = Vm::new(&kvm)?;
-    vm.register_memory(&mem)?;
+
+    let mut launcher = None;
+    let mut sim_psp = None;
+    let platform_vm = match config.platform {
+        Platform::None => {
+            let vm = Vm::new(&kvm)?;
+            vm.register_memory(&mem)?;
+            PlatformVm::Plain(vm)
+        }
+        Platform::Sim | Platform::Snp => {
+            let host: Arc<dyn SnpHost> = if config.platform == Platform::Sim {
+                let root = SimRoot::load_or_create(&config.sim_root).map_err(|e| {
+                    BuildError::Sim(format!(
+                        "the simulation root in {}: {e}",
+                        config.sim_root.display()
+                    ))
+                })?;
+                let certs = config.sim_root.join("certs");
+                root.export_cert_dir(&certs).map_err(|e| {
+                    BuildError::Sim(format!(
+                        "exporting the simulation certificates to {}: {e}",
+                        certs.display()
+                    ))
+                })?;
+                let psp = Arc::new(Mutex::new(SimPsp::new(Arc::new(root))));
+                sim_psp = Some(psp.clone());
+                Arc::new(SimSnpHost::new(&kvm, psp)?)
+            } else {
+                open_snp_host(kvm_path, &config.sev_device)?
+            };
+            let mut l = SnpLauncher::new(host.clone())?;
+            l.add_memory(&mem)?;
+            l.launch_start(plan.policy)?;
+            launcher = Some(l);
+            PlatformVm::Snp(host)
+        }
+    };
+    let vm = platform_vm.vm();
 
     let exit = ExitHandle::new().map_err(host("creating the exit event"))?;
     let mut pio = Bus::new();
@@ -270,97 +389,132 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         2,
     )
     .map_err(bus_err("the ACPI sleep control register"))?;
-    let rtc = Arc::new(Mutex::new(CmosRtc::new()));
-    pio.insert(rtc, CMOS_RTC_PORT, CMOS_RTC_PORT_COUNT)
-        .map_err(bus_err("the CMOS RTC"))?;
-
-    let slots = attach_virtio_disks(&vm, &mem, &mut mmio, &config.disks)?;
-
-    let mut cmdline = config.cmdline.clone();
-    for slot in &slots {
-        if !cmdline.is_empty() {
-            cmdline.push(' ');
-        }
-        cmdline.push_str(&slot.cmdline_arg());
+    pio.insert(
+        Arc::new(Mutex::new(CmosRtc::new())),
+        CMOS_RTC_PORT,
+        CMOS_RTC_PORT_COUNT,
+    )
+    .map_err(bus_err("the CMOS RTC"))?;
+    if let Some(psp) = &sim_psp {
+        pio.insert(
+            Arc::new(Mutex::new(GuestRequestDoorbell::new(
+                psp.clone(),
+                mem.clone(),
+            ))),
+            GUEST_REQUEST_PORT,
+            4,
+        )
+        .map_err(bus_err("the guest-request doorbell"))?;
     }
-    let (entry, cr3) = load_guest(
-        &mem,
-        config,
-        &kernel_image,
-        &kernel_name,
-        initrd.as_ref(),
-        &cmdline,
-        &slots,
-    )?;
+
+    attach_virtio_disks(vm, &mem, &mut mmio, &config.disks, &slots)?;
 
     register_kick_handler()
         .map_err(|e| host("installing the vCPU kick signal handler")(e.into()))?;
     let pio = Arc::new(pio);
     let mmio = Arc::new(mmio);
+    let vmsas: Vec<&Vmsa> = plan
+        .regions()
+        .iter()
+        .filter_map(|r| r.vmsa_state())
+        .collect();
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
+    let mut bsp_cpuid = Vec::new();
     for index in 0..config.vcpus {
-        let vcpu = Vcpu::new(&vm, index, pio.clone(), mmio.clone(), exit.clone())?;
-        vcpu.configure(&kvm, config.vcpus, (index == 0).then_some((entry, cr3)))?;
+        let vcpu = match (&launcher, &platform_vm) {
+            (Some(l), PlatformVm::Snp(host)) => Vcpu::from_fd(
+                l.create_vcpu(index)?,
+                index,
+                pio.clone(),
+                mmio.clone(),
+                exit.clone(),
+                Some(host.clone()),
+            ),
+            _ => Vcpu::new(vm, index, pio.clone(), mmio.clone(), exit.clone())?,
+        };
+        let vmsa = vmsas
+            .get(usize::from(index))
+            .ok_or(BuildError::Sim(format!(
+                "the plan has no VMSA for vCPU {index}"
+            )))?;
+        let cpuid = vcpu.configure(&kvm, config.vcpus, vmsa, index == 0)?;
+        if index == 0 {
+            bsp_cpuid = cpuid;
+        }
         vcpus.push(vcpu);
     }
+
+    match &mut launcher {
+        None => copy_plan(&mem, &plan)?,
+        Some(l) => {
+            let cpuid = cpuid_page(&bsp_cpuid);
+            let stats = l.launch_regions(&plan, &cpuid)?.clone();
+            let fds: Vec<&VcpuFd> = vcpus.iter().map(|v| v.fd()).collect();
+            l.finish(&plan, &fds)?;
+            log::info!(
+                "SEV-SNP launch on {}: {} pages in {} LAUNCH_UPDATE calls, {} CPUID retries",
+                l.host().name(),
+                stats.pages,
+                stats.update_calls,
+                stats.cpuid_retries
+            );
+        }
+    }
+    let launch = LaunchSummary {
+        platform: config.platform,
+        predicted: plan.measure(),
+        measured: sim_psp
+            .as_ref()
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).measurement()),
+    };
     Ok(Vmm {
         kvm,
         vcpus,
-        vm,
+        platform_vm,
         mem,
         exit,
         serial,
         stdio_console: config.serial == SerialMode::Stdio,
+        launch,
     })
 }
 
-/// Loads the kernel, command line and initrd and writes every boot structure; returns
-/// the boot vCPU's entry point and CR3.
-fn load_guest(
-    mem: &GuestMemoryMmap,
-    config: &VmConfig,
-    kernel_image: &[u8],
-    kernel_name: &str,
-    initrd: Option<&(Vec<u8>, String)>,
-    cmdline: &str,
-    slots: &[MmioSlot],
-) -> Result<(u64, u64), BuildError> {
-    let low_end = low_ram_end(config.memory.bytes());
-    let kernel: LoadedKernel = load_kernel(mem, kernel_image, kernel_name, low_end)?;
-    log::info!(
-        "kernel {kernel_name}: {:?}, entry {:#x}, ends at {:#x}",
-        kernel.format,
-        kernel.entry,
-        kernel.end
-    );
-    let cmdline_len = write_cmdline(mem, &kernel, cmdline)?;
-    let initrd = match initrd {
-        Some((bytes, name)) => {
-            let addr = load_initrd(mem, &kernel, bytes, name, low_end)?;
-            Some((addr, bytes.len() as u64))
+/// The command line the guest gets: the user's, then one `virtio_mmio.device=` per slot.
+fn guest_cmdline(user: &str, slots: &[MmioSlot]) -> String {
+    let mut cmdline = user.to_string();
+    for slot in slots {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
         }
-        None => None,
-    };
-    write_mptable(mem, config.vcpus)?;
-    let acpi_rsdp = write_acpi_tables(mem, config.vcpus, slots)?;
-    let e820 = e820_map(config.memory.bytes());
-    let params = build_boot_params(&BootInfo {
-        kernel: &kernel,
-        cmdline_len,
-        initrd,
-        e820: &e820,
-        acpi_rsdp,
-    })?;
-    write_boot_params(mem, &params)?;
-    crate::boot::write_descriptor_tables(mem).map_err(|e| BuildError::GuestMemory {
-        what: "the boot GDT",
-        reason: e.to_string(),
-    })?;
-    let cr3 = write_identity_tables(mem).map_err(|e| BuildError::GuestMemory {
-        what: "the boot page tables",
-        reason: e.to_string(),
-    })?;
-    Ok((kernel.entry, cr3))
+        cmdline.push_str(&slot.cmdline_arg());
+    }
+    cmdline
+}
+
+/// The `none` platform's launch: the plan's bytes copied into guest memory, in order.
+/// ZERO pages need nothing (fresh guest memory is zero); a plan for `none` has no CPUID
+/// or secrets pages.
+fn copy_plan(mem: &GuestMemoryMmap, plan: &LaunchPlan<'_>) -> Result<(), BuildError> {
+    for region in plan.regions() {
+        if region.page_type() == PageType::Vmsa {
+            continue;
+        }
+        if let Some(bytes) = region.bytes() {
+            mem.write_slice(bytes, GuestAddress(region.gpa()))
+                .map_err(|e| BuildError::GuestMemory {
+                    what: "a launch-plan region",
+                    reason: format!("{} at {:#x}: {e}", region.role(), region.gpa()),
+                })?;
+        }
+    }
+    Ok(())
+}
+
+fn open_snp_host(_kvm_path: &Path, sev_path: &Path) -> Result<Arc<dyn SnpHost>, BuildError> {
+    Err(BuildError::Sim(format!(
+        "--platform snp: this build cannot open the real SNP host yet ({} not probed)",
+        sev_path.display()
+    )))
 }
 
 /// Puts one virtio-blk device per disk on the MMIO bus, each with its own slot and an
@@ -370,10 +524,10 @@ fn attach_virtio_disks(
     mem: &GuestMemoryMmap,
     mmio: &mut Bus,
     disks: &[DiskSpec],
-) -> Result<Vec<MmioSlot>, BuildError> {
-    let mut slots = Vec::with_capacity(disks.len());
-    for (index, disk) in disks.iter().enumerate() {
-        let slot = MmioSlot::nth(index).ok_or(BuildError::TooManyDisks(disks.len()))?;
+    slots: &[MmioSlot],
+) -> Result<(), BuildError> {
+    for (disk, slot) in disks.iter().zip(slots) {
+        let slot = *slot;
         let irq = EventFd::new(EFD_NONBLOCK).map_err(host("creating a disk interrupt event"))?;
         vm.register_irqfd(&irq, slot.gsi)?;
         let cfg = virtio::DiskConfig {
@@ -397,35 +551,16 @@ fn attach_virtio_disks(
             slot.base,
             slot.gsi
         );
-        slots.push(slot);
     }
-    Ok(slots)
-}
-
-/// Writes the ACPI tables (MADT for the vCPUs, DSDT for the virtio-mmio slots, FADT with
-/// the sleep control register); returns the RSDP's address for the zero page.
-fn write_acpi_tables(
-    mem: &GuestMemoryMmap,
-    vcpus: u8,
-    slots: &[MmioSlot],
-) -> Result<Option<u64>, BuildError> {
-    let cfg = acpi::AcpiConfig {
-        vcpus,
-        virtio_mmio: slots
-            .iter()
-            .map(|s| acpi::MmioSlot {
-                base: s.base,
-                len: s.len,
-                gsi: s.gsi,
-            })
-            .collect(),
-        sleep_control_port: ACPI_SLEEP_CONTROL_PORT as u16,
-    };
-    let rsdp = acpi::write_tables(mem, &cfg)?;
-    Ok(Some(rsdp.0))
+    Ok(())
 }
 
 impl Vmm {
+    /// What was launched.
+    pub fn launch(&self) -> &LaunchSummary {
+        &self.launch
+    }
+
     /// The guest memory.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
@@ -437,11 +572,12 @@ impl Vmm {
         let Vmm {
             kvm: _kvm,
             vcpus,
-            vm: _vm,
+            platform_vm: _platform_vm,
             mem: _mem,
             exit,
             serial,
             stdio_console,
+            launch: _launch,
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(host("creating the vCPU event"))?);

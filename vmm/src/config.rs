@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::boot::mptable::MAX_CPUS;
+pub use crate::boot::plan::Platform;
 use crate::memory::{host_ram, validate_size, MemoryError, MemorySize};
 
 /// Kernel command line used when the user gives none.
@@ -14,6 +15,12 @@ pub const DEFAULT_MEMORY: &str = "128M";
 /// Errors in the user's VM description.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// Unknown `--platform`.
+    #[error("--platform {0:?} is not one of none, sim, snp")]
+    Platform(String),
+    /// Bad `--host-data`.
+    #[error("--host-data must be at most 32 bytes of hex (64 hex digits), got {0:?}")]
+    HostData(String),
     /// Bad memory size.
     #[error(transparent)]
     Memory(#[from] MemoryError),
@@ -135,6 +142,48 @@ pub struct VmConfig {
     pub serial: SerialMode,
     /// The KVM device to open.
     pub kvm_device: PathBuf,
+    /// Where the guest runs: plain KVM, the simulated SNP platform, or real SEV-SNP.
+    pub platform: Platform,
+    /// HOST_DATA given to LAUNCH_FINISH (reported in the guest's attestation reports).
+    pub host_data: [u8; 32],
+    /// Directory of the simulation root of trust (`sim`): created on first use.
+    pub sim_root: PathBuf,
+    /// The SEV device (`snp`).
+    pub sev_device: PathBuf,
+}
+
+/// The default directory of the simulation root: `$CLOISTER_SIM_ROOT`, else
+/// `$XDG_STATE_HOME/cloister/sim-root`, else `~/.local/state/cloister/sim-root`.
+pub fn default_sim_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CLOISTER_SIM_ROOT") {
+        return PathBuf::from(dir);
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    state.join("cloister/sim-root")
+}
+
+/// Parses `--host-data` hex (up to 32 bytes, zero-padded on the right).
+pub fn parse_host_data(text: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = hex::decode(text.trim()).map_err(|_| ConfigError::HostData(text.to_string()))?;
+    if bytes.len() > 32 {
+        return Err(ConfigError::HostData(text.to_string()));
+    }
+    let mut out = [0u8; 32];
+    out[..bytes.len()].copy_from_slice(&bytes);
+    Ok(out)
+}
+
+/// Parses `--platform`.
+pub fn parse_platform(text: &str) -> Result<Platform, ConfigError> {
+    match text {
+        "none" => Ok(Platform::None),
+        "sim" => Ok(Platform::Sim),
+        "snp" => Ok(Platform::Snp),
+        other => Err(ConfigError::Platform(other.to_string())),
+    }
 }
 
 /// The user's request, as text, before validation.
@@ -156,6 +205,14 @@ pub struct VmRequest {
     pub serial: String,
     /// `--kvm-device` (default [`crate::vstate::vm::KVM_PATH`]).
     pub kvm_device: Option<PathBuf>,
+    /// `--platform` (default none).
+    pub platform: Option<String>,
+    /// `--host-data` (hex).
+    pub host_data: Option<String>,
+    /// `--sim-root` (default [`default_sim_root`]).
+    pub sim_root: Option<PathBuf>,
+    /// `--sev-device` (default /dev/sev).
+    pub sev_device: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -194,6 +251,16 @@ impl VmConfig {
                 .kvm_device
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(crate::vstate::vm::KVM_PATH)),
+            platform: parse_platform(req.platform.as_deref().unwrap_or("none"))?,
+            host_data: match &req.host_data {
+                Some(h) => parse_host_data(h)?,
+                None => [0; 32],
+            },
+            sim_root: req.sim_root.clone().unwrap_or_else(default_sim_root),
+            sev_device: req
+                .sev_device
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/dev/sev")),
         })
     }
 }

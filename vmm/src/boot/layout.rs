@@ -81,5 +81,7 @@ pub const I8042_PORT: u64 = 0x60;
 pub const CMOS_RTC_PORT: u64 = 0x70;
 /// Number of I/O ports of the CMOS RTC: index and data.
 pub const CMOS_RTC_PORT_COUNT: u64 = 2;
+/// I/O port of the simulated platform's guest-request doorbell (32-bit; `sim` only).
+pub const GUEST_REQUEST_PORT: u64 = 0x0e00;
 /// I/O port of the ACPI hardware-reduced sleep control register (described in the FADT).
 pub const ACPI_SLEEP_CONTROL_PORT: u64 = 0x3c0;

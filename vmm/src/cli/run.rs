@@ -10,7 +10,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::builder::{build_and_run, VmExit};
+use crate::builder::{build, LaunchSummary, VmExit};
+use crate::config::Platform;
 use crate::config::{VmConfig, VmRequest, DEFAULT_MEMORY};
 
 /// Exit status for the monitor's own failures.
@@ -43,6 +44,20 @@ pub struct RunArgs {
     /// The KVM device to open.
     #[arg(long, value_name = "PATH", default_value = crate::vstate::vm::KVM_PATH)]
     pub kvm_device: PathBuf,
+    /// Where the guest runs: none (plain KVM), sim (the simulated SEV-SNP platform: the
+    /// whole launch and attestation protocol, no memory encryption) or snp (real SEV-SNP).
+    #[arg(long, value_name = "none|sim|snp", default_value = "none")]
+    pub platform: String,
+    /// HOST_DATA for the launch (hex, up to 32 bytes); reported in attestation reports.
+    #[arg(long, value_name = "HEX")]
+    pub host_data: Option<String>,
+    /// Directory of the simulation root of trust (created on first use; its certificates
+    /// are exported to DIR/certs for `cloister verify --trust-sim-root`).
+    #[arg(long, value_name = "DIR")]
+    pub sim_root: Option<PathBuf>,
+    /// The SEV device (--platform snp).
+    #[arg(long, value_name = "PATH", default_value = "/dev/sev")]
+    pub sev_device: PathBuf,
 }
 
 /// Runs `cloister run`.
@@ -56,6 +71,10 @@ pub fn main(args: RunArgs) -> ExitCode {
         disks: args.disk,
         serial: args.serial,
         kvm_device: Some(args.kvm_device),
+        platform: Some(args.platform),
+        host_data: args.host_data,
+        sim_root: args.sim_root,
+        sev_device: Some(args.sev_device),
     };
     let config = match VmConfig::new(&request) {
         Ok(config) => config,
@@ -64,7 +83,15 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_VMM_ERROR);
         }
     };
-    match build_and_run(&config) {
+    let vmm = match build(&config, &config.kvm_device) {
+        Ok(vmm) => vmm,
+        Err(e) => {
+            eprintln!("cloister run: {e}");
+            return ExitCode::from(EXIT_VMM_ERROR);
+        }
+    };
+    announce_launch(&config, vmm.launch());
+    match vmm.run() {
         Ok(VmExit::Guest(code)) => {
             log::info!("guest ended the VM with status {code}");
             ExitCode::from(code)
@@ -85,5 +112,30 @@ pub fn main(args: RunArgs) -> ExitCode {
             eprintln!("cloister run: {e}");
             ExitCode::from(EXIT_VMM_ERROR)
         }
+    }
+}
+
+/// Tells the user, on stderr, what kind of launch this is and (on `sim`) how to check the
+/// report the guest prints.
+fn announce_launch(config: &VmConfig, launch: &LaunchSummary) {
+    let predicted = hex::encode(launch.predicted);
+    match launch.platform {
+        Platform::None => {}
+        Platform::Sim => {
+            let measured = launch.measured.map(hex::encode).unwrap_or_default();
+            let agree = if measured == predicted {
+                "equal to the prediction"
+            } else {
+                "DIFFERENT from the prediction"
+            };
+            eprintln!(
+                "cloister run: simulated SEV-SNP platform: the launch protocol, measurement and attestation are simulated; guest memory is NOT encrypted.\n\
+                 cloister run: launch measurement {measured} ({agree}; `cloister measure --layout cloister --platform sim` predicts it)\n\
+                 cloister run: the guest's report (line CLOISTER-REPORT on its console) verifies with:\n\
+                 cloister run:   cloister verify --report CONSOLE_LOG --certs {}/certs --trust-sim-root",
+                config.sim_root.display()
+            );
+        }
+        Platform::Snp => eprintln!("cloister run: SEV-SNP launch measurement {predicted}"),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod exit;
+pub mod guest_request;
 pub mod legacy;
 pub mod rtc;
 pub mod serial;

@@ -1,6 +1,7 @@
 //! SEV-SNP launch: the kernel ABI ([`abi`]), the host seam ([`host`]), and its hosts.
 
 pub mod abi;
+pub mod cpuid_page;
 pub mod host;
 pub mod kvm;
 pub mod launcher;

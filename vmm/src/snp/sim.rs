@@ -388,10 +388,18 @@ impl SnpHost for SimSnpHost {
         for vcpu in vcpus {
             let regs = vcpu.get_regs().map_err(|e| HostError::os(op, e.errno()))?;
             let sregs = vcpu.get_sregs().map_err(|e| HostError::os(op, e.errno()))?;
-            let fpu = vcpu.get_fpu().map_err(|e| HostError::os(op, e.errno()))?;
+            // KVM builds the VMSA's x87/SSE state from the guest's XSAVE image (legacy
+            // area: FCW in the first word, MXCSR at byte 24).
+            let xsave = vcpu.get_xsave().map_err(|e| HostError::os(op, e.errno()))?;
+            let fpu = kvm_bindings::kvm_fpu {
+                fcw: (xsave.region[0] & 0xffff) as u16,
+                mxcsr: xsave.region[6],
+                ..Default::default()
+            };
             let mut vmsa = vmsa_from_kvm(&regs, &sregs, &fpu, &fixed);
             // KVM ORs SNP_ACTIVE into the VM's features; INIT2 here allows no others.
             vmsa.sev_features = 1;
+            log::debug!("sim kernel: VMSA of a vCPU from its registers: {vmsa:?}");
             psp.launch_update_vmsa(&vmsa.to_page())
                 .map_err(|s| fw(op, s))?;
         }

@@ -11,18 +11,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use kvm_bindings::{
-    kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, CpuId,
-    Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_UNINITIALIZED, KVM_SYSTEM_EVENT_CRASH,
-    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+    kvm_cpuid_entry2, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_run,
+    kvm_sregs, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_UNINITIALIZED,
+    KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 
 use super::vm::Vm;
+use super::vmsa_regs::{fpu_from_vmsa, regs_from_vmsa, sregs_from_vmsa};
 use crate::boot::gdt::{boot_gdt, segment_from_gdt, BOOT_CS, BOOT_DS, BOOT_TSS};
 use crate::boot::layout::{BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, ZERO_PAGE_START};
 use crate::cpuid::{filter_cpuid, VcpuTopology};
 use crate::devices::bus::Bus;
 use crate::devices::exit::ExitHandle;
+use crate::snp::abi::{KVM_HC_MAP_GPA_RANGE, KVM_SYSTEM_EVENT_SEV_TERM};
+use crate::snp::host::SnpHost;
+use crate::snp::launcher::{map_gpa_range, memory_fault};
+use cloister_attestation::launch::vmsa::Vmsa;
 
 const X86_CR0_PE: u64 = 1 << 0;
 const X86_CR0_ET: u64 = 1 << 4;
@@ -113,6 +118,17 @@ pub enum VcpuError {
         /// vCPU index.
         index: u8,
     },
+    /// The SEV guest asked to be terminated (GHCB MSR protocol 0x100 or the termination
+    /// NAE event), with a reason set and code.
+    #[error("vCPU {index}: the SEV-SNP guest requested termination: reason set {set}, code {reason}{}", sev_reason_name(*set, *reason))]
+    SevTermination {
+        /// vCPU index.
+        index: u8,
+        /// Reason code set (0 = GHCB general, 1 = Linux).
+        set: u64,
+        /// Reason code.
+        reason: u64,
+    },
     /// The vCPU halted although the in-kernel LAPIC should handle HLT.
     #[error("vCPU {index}: halted with no in-kernel interrupt controller to wake it")]
     Halted {
@@ -127,6 +143,23 @@ pub enum VcpuError {
         /// The exit, as KVM reported it.
         exit: String,
     },
+}
+
+/// Names of the termination reasons of GHCB set 0 and Linux's set 1 (SNP-FACTS §3.4).
+fn sev_reason_name(set: u64, reason: u64) -> &'static str {
+    match (set, reason) {
+        (0, 0) => " (general)",
+        (0, 1) => " (SEV-ES/SNP protocol version not supported)",
+        (0, 2) => " (SEV-SNP features not supported)",
+        (1, 0) => " (GHCB registration)",
+        (1, 1) => " (page-state change)",
+        (1, 2) => " (PVALIDATE)",
+        (1, 3) => " (not running at VMPL0)",
+        (1, 4) => " (CPUID table)",
+        (1, 5) => " (CPUID from the hypervisor)",
+        (1, 6) => " (secrets page)",
+        _ => "",
+    }
 }
 
 /// The 64-bit registers at the kernel's entry: rip at the entry point, rsi at the zero
@@ -235,6 +268,8 @@ pub struct Vcpu {
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     exit: ExitHandle,
+    /// The SNP host (real or simulated) that handles page-state changes at run time.
+    snp: Option<Arc<dyn SnpHost>>,
 }
 
 impl Vcpu {
@@ -254,13 +289,32 @@ impl Vcpu {
                 what: "KVM_CREATE_VCPU",
                 source,
             })?;
-        Ok(Self {
+        Ok(Self::from_fd(fd, index, pio, mmio, exit, None))
+    }
+
+    /// Wraps vCPU `index`, created elsewhere (by an SNP launcher); `snp` handles its
+    /// page-state-change and memory-fault exits.
+    pub fn from_fd(
+        fd: VcpuFd,
+        index: u8,
+        pio: Arc<Bus>,
+        mmio: Arc<Bus>,
+        exit: ExitHandle,
+        snp: Option<Arc<dyn SnpHost>>,
+    ) -> Self {
+        Self {
             index,
             fd,
             pio,
             mmio,
             exit,
-        })
+            snp,
+        }
+    }
+
+    /// The KVM vCPU.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
     }
 
     fn setup_err(&self, what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
@@ -272,18 +326,20 @@ impl Vcpu {
         }
     }
 
-    /// Sets CPUID, MSRs and the LAPIC; the boot vCPU (`boot = Some((entry, cr3))`) gets
-    /// the long-mode entry state, the others wait for INIT/SIPI.
+    /// Sets CPUID, MSRs and the LAPIC, and the registers from the launch plan's VMSA
+    /// state for this vCPU; the APs (`is_bsp` false) then wait for INIT/SIPI. Returns the
+    /// CPUID entries it gave the vCPU.
     pub fn configure(
         &self,
         kvm: &Kvm,
         count: u8,
-        boot: Option<(u64, u64)>,
-    ) -> Result<(), VcpuError> {
+        vmsa: &Vmsa,
+        is_bsp: bool,
+    ) -> Result<Vec<kvm_cpuid_entry2>, VcpuError> {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(self.setup_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let mut entries = supported.as_slice().to_vec();
+        let mut entries: Vec<kvm_cpuid_entry2> = supported.as_slice().to_vec();
         let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
         filter_cpuid(
             &mut entries,
@@ -330,32 +386,28 @@ impl Vcpu {
             .set_lapic(&lapic)
             .map_err(self.setup_err("KVM_SET_LAPIC"))?;
 
-        match boot {
-            Some((entry, cr3)) => {
-                self.fd
-                    .set_regs(&boot_regs(entry))
-                    .map_err(self.setup_err("KVM_SET_REGS"))?;
-                let sregs = self
-                    .fd
-                    .get_sregs()
-                    .map_err(self.setup_err("KVM_GET_SREGS"))?;
-                self.fd
-                    .set_sregs(&boot_sregs(sregs, cr3))
-                    .map_err(self.setup_err("KVM_SET_SREGS"))?;
-                self.fd
-                    .set_fpu(&boot_fpu())
-                    .map_err(self.setup_err("KVM_SET_FPU"))?;
-            }
-            None => {
-                let state = kvm_mp_state {
-                    mp_state: KVM_MP_STATE_UNINITIALIZED,
-                };
-                self.fd
-                    .set_mp_state(state)
-                    .map_err(self.setup_err("KVM_SET_MP_STATE"))?;
-            }
+        self.fd
+            .set_regs(&regs_from_vmsa(vmsa))
+            .map_err(self.setup_err("KVM_SET_REGS"))?;
+        let sregs = self
+            .fd
+            .get_sregs()
+            .map_err(self.setup_err("KVM_GET_SREGS"))?;
+        self.fd
+            .set_sregs(&sregs_from_vmsa(vmsa, sregs))
+            .map_err(self.setup_err("KVM_SET_SREGS"))?;
+        self.fd
+            .set_fpu(&fpu_from_vmsa(vmsa))
+            .map_err(self.setup_err("KVM_SET_FPU"))?;
+        if !is_bsp {
+            let state = kvm_mp_state {
+                mp_state: KVM_MP_STATE_UNINITIALIZED,
+            };
+            self.fd
+                .set_mp_state(state)
+                .map_err(self.setup_err("KVM_SET_MP_STATE"))?;
         }
-        Ok(())
+        Ok(entries)
     }
 
     /// The vCPU's index.
@@ -409,6 +461,28 @@ impl Vcpu {
                 Ok(VcpuExit::InternalError) => Step::Internal,
                 Ok(VcpuExit::FailEntry(reason, _)) => {
                     return Err(VcpuError::FailEntry { index, reason });
+                }
+                Ok(VcpuExit::Hypercall(call)) => match &self.snp {
+                    Some(host) if call.nr == KVM_HC_MAP_GPA_RANGE => {
+                        *call.ret = map_gpa_range(host.as_ref(), &call.args);
+                        Step::Continue
+                    }
+                    _ => Step::Unexpected(format!("hypercall {}", call.nr)),
+                },
+                Ok(VcpuExit::MemoryFault { flags, gpa, size }) => match &self.snp {
+                    Some(host) => match memory_fault(host.as_ref(), flags, gpa, size) {
+                        Ok(()) => Step::Continue,
+                        Err(e) => Step::Unexpected(format!("memory fault at {gpa:#x}: {e}")),
+                    },
+                    None => Step::Unexpected(format!("memory fault at {gpa:#x}")),
+                },
+                Ok(VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SEV_TERM, data)) => {
+                    let ghcb = data.first().copied().unwrap_or(0);
+                    return Err(VcpuError::SevTermination {
+                        index,
+                        set: (ghcb >> 12) & 0xf,
+                        reason: (ghcb >> 16) & 0xff,
+                    });
                 }
                 Ok(VcpuExit::SystemEvent(kind, _)) => {
                     match kind {
