@@ -21,7 +21,7 @@ pub struct MeasureArgs {
     /// Guest mode: `snp` (launch digest) or `snp:ovmf-hash` (digest of the firmware pages
     /// only, to pass later as --snp-ovmf-hash).
     #[arg(long)]
-    pub mode: String,
+    pub mode: Option<String>,
     /// Number of guest vCPUs.
     #[arg(long, value_name = "N")]
     pub vcpus: Option<u32>,
@@ -43,9 +43,24 @@ pub struct MeasureArgs {
     /// Hypervisor whose launch conventions to reproduce: QEMU, ec2 or gce.
     #[arg(long, value_name = "VMMTYPE", default_value = "QEMU")]
     pub vmm_type: String,
-    /// OVMF firmware image.
+    /// OVMF firmware image (layout qemu-ovmf).
     #[arg(long, value_name = "PATH")]
-    pub ovmf: PathBuf,
+    pub ovmf: Option<PathBuf>,
+    /// Which launch layout to predict: qemu-ovmf (QEMU + OVMF, as sev-snp-measure) or
+    /// cloister (the plan `cloister run` launches).
+    #[arg(long, value_name = "qemu-ovmf|cloister", default_value = "qemu-ovmf")]
+    pub layout: String,
+    /// Layout cloister: the platform the launch is for. The measured bytes differ: on
+    /// snp the page tables carry the C-bit, on sim they cannot.
+    #[arg(long, value_name = "snp|sim", default_value = "snp")]
+    pub platform: String,
+    /// Layout cloister: guest memory, as `cloister run --memory`.
+    #[arg(long, value_name = "SIZE", default_value = crate::config::DEFAULT_MEMORY)]
+    pub memory: String,
+    /// Layout cloister: number of virtio-blk disks, as `cloister run --disk` given N times
+    /// (each is announced in the ACPI tables and on the command line).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub disks: usize,
     /// Kernel for measured direct boot (its SHA-256 goes into the SEV hashes table).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -87,6 +102,26 @@ pub enum OutputFormat {
 /// Why a measurement could not be computed.
 #[derive(Debug, thiserror::Error)]
 pub enum MeasureError {
+    /// Unknown layout.
+    #[error("--layout {0:?} is not one of qemu-ovmf, cloister")]
+    Layout(String),
+    /// --mode missing (layout qemu-ovmf).
+    #[error("missing --mode (snp or snp:ovmf-hash) for --layout qemu-ovmf")]
+    NoMode,
+    /// --ovmf missing (layout qemu-ovmf).
+    #[error("missing --ovmf PATH for --layout qemu-ovmf")]
+    NoOvmf,
+    /// Layout cloister: bad platform.
+    #[error(
+        "--platform {0:?}: layout cloister predicts for snp or sim (a none launch is not measured)"
+    )]
+    Platform(String),
+    /// Layout cloister: a flag of the QEMU+OVMF layout.
+    #[error("{0} belongs to --layout qemu-ovmf; the cloister layout has no firmware image")]
+    NotForCloister(&'static str),
+    /// Layout cloister: bad inputs.
+    #[error("{0}")]
+    Cloister(String),
     /// A mode other than SNP.
     #[error("mode {0:?} is not supported: cloister measures SEV-SNP guests (--mode snp or snp:ovmf-hash)")]
     Mode(String),
@@ -234,7 +269,14 @@ fn format_measurement(ld: &[u8; LD_SIZE], format: OutputFormat) -> String {
 
 /// Computes the output text (measurement line or JSON) for `args`.
 pub fn run(args: &MeasureArgs) -> Result<String, MeasureError> {
-    let ovmf_only = match args.mode.as_str() {
+    match args.layout.as_str() {
+        "qemu-ovmf" => {}
+        "cloister" => return run_cloister(args),
+        other => return Err(MeasureError::Layout(other.to_string())),
+    }
+    let mode = args.mode.as_deref().ok_or(MeasureError::NoMode)?;
+    let ovmf_path = args.ovmf.as_ref().ok_or(MeasureError::NoOvmf)?;
+    let ovmf_only = match mode {
         "snp" | "sev-snp" | "SNP" | "SEV-SNP" => false,
         "snp:ovmf-hash" => true,
         other => return Err(MeasureError::Mode(other.to_string())),
@@ -247,9 +289,9 @@ pub fn run(args: &MeasureArgs) -> Result<String, MeasureError> {
             return Err(MeasureError::NeedsKernel("--append"));
         }
     }
-    let bytes = read("OVMF image", &args.ovmf)?;
+    let bytes = read("OVMF image", ovmf_path)?;
     let ovmf = OvmfImage::parse(&bytes).map_err(|source| MeasureError::Ovmf {
-        path: args.ovmf.clone(),
+        path: ovmf_path.clone(),
         source,
     })?;
     if ovmf_only {
@@ -360,7 +402,7 @@ fn json_summary(
         "vcpu_signature": format!("{:#x}", params.vcpu_signature),
         "guest_features": format!("{:#x}", params.guest_features),
         "ovmf": {
-            "path": args.ovmf.display().to_string(),
+            "path": args.ovmf.as_ref().map(|p| p.display().to_string()),
             "gpa": format!("{:#x}", ovmf.gpa()),
             "size": ovmf.bytes().len(),
             "sev_es_reset_eip": ovmf.sev_es_reset_eip().map(|e| format!("{e:#x}")),
@@ -388,4 +430,113 @@ mod tests {
         assert!(parse_auto_int("").is_err());
         assert!(parse_auto_int("-1").is_err());
     }
+}
+
+/// `--layout cloister`: the measurement of exactly the plan `cloister run` launches with
+/// the same kernel, initrd, command line, vCPUs, memory and disk count.
+fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
+    use crate::boot::plan::{cloister_plan, LayoutInputs, MmioDevice, Platform};
+    if args.ovmf.is_some() {
+        return Err(MeasureError::NotForCloister("--ovmf"));
+    }
+    if args.snp_ovmf_hash.is_some() {
+        return Err(MeasureError::NotForCloister("--snp-ovmf-hash"));
+    }
+    let platform = match args.platform.as_str() {
+        "snp" => Platform::Snp,
+        "sim" => Platform::Sim,
+        other => return Err(MeasureError::Platform(other.to_string())),
+    };
+    let vcpus = args.vcpus.ok_or(MeasureError::NoVcpus)?;
+    let vcpus = u8::try_from(vcpus)
+        .ok()
+        .filter(|n| (1..=crate::boot::mptable::MAX_CPUS).contains(n))
+        .ok_or_else(|| {
+            MeasureError::Cloister(format!(
+                "--vcpus {vcpus} is out of range: give 1 to {}",
+                crate::boot::mptable::MAX_CPUS
+            ))
+        })?;
+    let memory: crate::memory::MemorySize = args
+        .memory
+        .parse()
+        .map_err(|e: crate::memory::MemoryError| MeasureError::Cloister(e.to_string()))?;
+    crate::memory::validate_size(memory, None)
+        .map_err(|e| MeasureError::Cloister(e.to_string()))?;
+    let (kernel, kernel_name) = match &args.kernel {
+        Some(path) => (read("kernel", path)?, path.display().to_string()),
+        None if crate::test_guest::ELF.is_empty() => {
+            return Err(MeasureError::Cloister(
+                "no built-in test guest in this build: give --kernel PATH".into(),
+            ))
+        }
+        None => (
+            crate::test_guest::ELF.to_vec(),
+            "(built-in test guest)".to_string(),
+        ),
+    };
+    let initrd = match args.initrd.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => Some((read("initrd", path)?, path.display().to_string())),
+        None => None,
+    };
+    let slots = (0..args.disks)
+        .map(|i| {
+            crate::builder::MmioSlot::nth(i)
+                .ok_or_else(|| MeasureError::Cloister(format!("--disks {}: too many", args.disks)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cmdline = args
+        .append
+        .clone()
+        .unwrap_or_else(|| crate::config::DEFAULT_CMDLINE.to_string());
+    for slot in &slots {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&slot.cmdline_arg());
+    }
+    let devices: Vec<MmioDevice> = slots
+        .iter()
+        .map(|s| MmioDevice {
+            base: s.base,
+            len: s.len,
+            gsi: s.gsi,
+        })
+        .collect();
+    let planned = cloister_plan(&LayoutInputs {
+        kernel: &kernel,
+        kernel_name: &kernel_name,
+        initrd: initrd.as_ref().map(|(b, n)| (b.as_slice(), n.as_str())),
+        cmdline: &cmdline,
+        vcpus,
+        memory,
+        devices: &devices,
+        platform,
+        policy: cloister_attestation::launch::plan::DEFAULT_GUEST_POLICY,
+        host_data: [0; 32],
+    })
+    .map_err(|e| MeasureError::Cloister(e.to_string()))?;
+    let ld = planned.plan.measure();
+    let measurement = format_measurement(&ld, args.output_format);
+    if args.json {
+        let summary = planned.plan.summary();
+        let json = serde_json::json!({
+            "layout": "cloister",
+            "platform": platform.name(),
+            "measurement": measurement,
+            "vcpus": summary.vcpus,
+            "pages": summary.pages,
+            "pages_by_type": summary.pages_by_type,
+            "bytes_measured": summary.bytes_measured,
+            "regions": summary.regions,
+        });
+        return Ok(serde_json::to_string_pretty(&json).unwrap_or_default());
+    }
+    if args.verbose {
+        return Ok(format!(
+            "Calculated SEV-SNP launch measurement (cloister layout, platform {}): {measurement}",
+            platform.name()
+        ));
+    }
+    Ok(measurement)
 }
