@@ -35,6 +35,7 @@ use crate::event_loop::{self, LoopEnd, TerminalInput};
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
 use crate::snp::cpuid_page::cpuid_page;
 use crate::snp::host::SnpHost;
+use crate::snp::kvm::{kvm_accepts_policy, KvmSnpHost};
 use crate::snp::launcher::{LaunchError, SnpLauncher};
 use crate::snp::sim::SimSnpHost;
 use crate::vstate::vcpu::{kick_signal, register_kick_handler, Vcpu, VcpuError, VcpuStop};
@@ -339,7 +340,7 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
                 sim_psp = Some(psp.clone());
                 Arc::new(SimSnpHost::new(&kvm, psp)?)
             } else {
-                open_snp_host(kvm_path, &config.sev_device)?
+                open_snp_host(kvm_path, &config.sev_device, plan.policy)?
             };
             let mut l = SnpLauncher::new(host.clone())?;
             l.add_memory(&mem)?;
@@ -510,11 +511,17 @@ fn copy_plan(mem: &GuestMemoryMmap, plan: &LaunchPlan<'_>) -> Result<(), BuildEr
     Ok(())
 }
 
-fn open_snp_host(_kvm_path: &Path, sev_path: &Path) -> Result<Arc<dyn SnpHost>, BuildError> {
-    Err(BuildError::Sim(format!(
-        "--platform snp: this build cannot open the real SNP host yet ({} not probed)",
-        sev_path.display()
-    )))
+fn open_snp_host(
+    kvm_path: &Path,
+    sev_path: &Path,
+    policy: u64,
+) -> Result<Arc<dyn SnpHost>, BuildError> {
+    let host = KvmSnpHost::open(kvm_path, sev_path)
+        .map_err(|e| BuildError::Sim(format!("--platform snp: {e}")))?;
+    // Refused here, before LAUNCH_START, with the rule named.
+    kvm_accepts_policy(policy, host.capabilities())
+        .map_err(|e| BuildError::Sim(format!("--platform snp: {e}")))?;
+    Ok(Arc::new(host))
 }
 
 /// Puts one virtio-blk device per disk on the MMIO bus, each with its own slot and an

@@ -28,16 +28,13 @@ use super::abi::{
     ID_BLOCK_SIZE, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD,
 };
 use super::host::{HostError, SnpHost};
+use super::kvm::{kvm_accepts_policy, SnpCapabilities};
 use crate::vstate::vm::{Vm, VmError};
 use crate::vstate::vmsa_regs::vmsa_from_kvm;
 
 /// Pages one LAUNCH_UPDATE call processes at most (the real kernel stops early on
 /// signals and reschedules; this makes partial progress happen every launch).
 pub const PAGES_PER_CALL: u64 = 512;
-
-/// Guest-policy bits KVM (Linux ≤ 6.18) accepts at LAUNCH_START: ABI minor/major, SMT,
-/// the must-be-one bit, DEBUG, SINGLE_SOCKET (which it then refuses).
-const KVM_POLICY_ALLOWED: u64 = 0xffff | (1 << 16) | (1 << 17) | (1 << 19) | (1 << 20);
 
 struct Slot {
     gpa: u64,
@@ -265,11 +262,9 @@ impl SnpHost for SimSnpHost {
             return Err(HostError::os(op, libc::EINVAL));
         }
         let p = start.policy;
-        if p & !KVM_POLICY_ALLOWED != 0
-            || p & (1 << 16) == 0
-            || p & (1 << 17) == 0
-            || p & (1 << 20) != 0
-        {
+        // The rule of KVM without KVM_X86_SNP_POLICY_BITS (Linux 6.11-6.18).
+        if let Err(why) = kvm_accepts_policy(p, &SnpCapabilities::default()) {
+            log::debug!("sim kernel: LAUNCH_START refused: {why}");
             return Err(HostError::os(op, libc::EINVAL));
         }
         self.lock_psp()
