@@ -10,6 +10,8 @@
 //! [minimum_reported_tcb]
 //! bootloader = 3
 //! microcode = 0x73
+//! [launch]                      # what `run --policy` may launch
+//! allow_simulation = true
 //! ```
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -190,6 +192,43 @@ impl Default for PlatformPolicy {
     }
 }
 
+/// The `[launch]` table: what `cloister run --policy` may launch (the memory-encryption
+/// policy). `cloister verify` checks reports; these keys govern the launch before the VM
+/// exists (see `docs/launch-policy.md`, one row per rule).
+///
+/// A policy file without a `[launch]` table gets these defaults, chosen so that every
+/// existing policy file keeps its meaning for `verify` (no key here changes a check of a
+/// report) and means "a real SEV-SNP launch" for `run`: such a file speaks only of SNP
+/// reports, and no other launch can produce a report it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LaunchPolicy {
+    /// Refuse a launch without SEV-SNP (`run --platform none`), whose memory the host can
+    /// read and write. Default true: set false to run the same guest on plain KVM too.
+    pub require_snp: bool,
+    /// Accept the simulated platform (`run --platform sim`). Default false: a simulated
+    /// launch encrypts no memory and its report is signed by the Cloister simulation root,
+    /// not AMD, so the tenant opts in explicitly (tests, CI, development).
+    pub allow_simulation: bool,
+    /// Let the guest convert private pages to shared (MAP_GPA_RANGE/page-state changes).
+    /// Default true: a Linux SNP guest shares its GHCB pages, its SWIOTLB bounce buffers
+    /// (all virtio DMA) and its guest-request pages, and stops without them. With false
+    /// the monitor refuses every conversion to shared at run time, and `run` refuses any
+    /// virtio device (its DMA needs shared memory); only a guest that never shares a page
+    /// can run.
+    pub allow_shared_memory: bool,
+}
+
+impl Default for LaunchPolicy {
+    fn default() -> Self {
+        Self {
+            require_snp: true,
+            allow_simulation: false,
+            allow_shared_memory: true,
+        }
+    }
+}
+
 /// Which key must have signed the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -279,6 +318,9 @@ pub struct Policy {
     pub platform: Option<PlatformPolicy>,
     /// Require this signer ("vcek" or "vlek"); absent means either.
     pub signer: Option<Signer>,
+    /// What `cloister run --policy` may launch (the `[launch]` table); not used by
+    /// `verify`.
+    pub launch: LaunchPolicy,
 }
 
 impl Default for Policy {
@@ -319,6 +361,7 @@ impl Default for Policy {
             minimum_current_mit_vector: None,
             platform: None,
             signer: None,
+            launch: LaunchPolicy::default(),
         }
     }
 }

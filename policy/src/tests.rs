@@ -261,3 +261,42 @@ fn the_example_policy_parses_and_accepts_the_milan_vcek_report() {
         ["policy.measurement", "policy.provisional_firmware"]
     );
 }
+
+#[test]
+fn the_example_policy_launches_with_0x30000_and_its_launch_example_is_the_default() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tenant.toml");
+    let p = Policy::from_file(&path).unwrap();
+    assert_eq!(
+        p.guest_policy_bits(),
+        0x3_0000,
+        "ABI 0.0, SMT allowed, bit 17"
+    );
+    assert_eq!(p.launch, LaunchPolicy::default());
+    // The commented [launch] example, uncommented, parses and states the defaults.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let example: String = text
+        .lines()
+        .skip_while(|l| *l != "# [launch]")
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap()))
+        .collect();
+    assert!(example.starts_with("[launch]\nrequire_snp"), "{example}");
+    assert_eq!(policy(&example).launch, LaunchPolicy::default());
+}
+
+#[test]
+fn policy_files_without_a_launch_table_keep_their_meaning_and_launch_only_on_snp() {
+    // Every policy of the verify tests above still parses; none has launch keys.
+    for toml in [
+        "",
+        "vmpl = \"any\"",
+        "permit_provisional_firmware = true\nminimum_guest_svn = 4",
+        "[minimum_reported_tcb]\nmicrocode = 0x74",
+        "[platform]\nallow_smt_enabled = false",
+    ] {
+        let p = policy(toml);
+        assert_eq!(p.launch, LaunchPolicy::default(), "{toml}");
+        assert!(p.launch.require_snp && !p.launch.allow_simulation);
+        assert!(p.allows_conversion_to_shared());
+    }
+    assert_eq!(Policy::default().launch, policy("[launch]").launch);
+}
