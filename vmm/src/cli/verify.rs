@@ -57,7 +57,17 @@ pub struct VerifyArgs {
     /// Accept a given ARK that is not AMD's built-in one (the verdict says so).
     #[arg(long)]
     pub allow_untrusted_ark: bool,
+    /// Trust the Cloister simulation root given with the certificates (the ark.pem that
+    /// `cloister run --platform sim` exports), to check a simulated report with the same
+    /// checks as an AMD one. The verdict then says that the root is the simulation's and
+    /// proves nothing about AMD hardware. Without it a simulated report is rejected, naming
+    /// the simulation root. AMD chains are checked as always.
+    #[arg(long)]
+    pub trust_sim_root: bool,
 }
+
+/// The name of the fact that says a simulation root was trusted.
+const SIM_ROOT_FACT: &str = "ROOT";
 
 /// Input that cannot be used, with a message for the user.
 struct Unusable(String);
@@ -80,6 +90,7 @@ fn run(args: &VerifyArgs) -> Result<Verdict, Unusable> {
     };
     let mut opts = VerifyOptions::at(at);
     opts.allow_untrusted_ark = args.allow_untrusted_ark;
+    opts.trust_sim_root = args.trust_sim_root;
     if let Some(p) = &args.product {
         opts.product =
             Some(Generation::from_cli(p).ok_or_else(|| {
@@ -120,7 +131,17 @@ fn run(args: &VerifyArgs) -> Result<Verdict, Unusable> {
     let verification = verify::verify(&report_bytes, &certs, &opts)
         .map_err(|e| Unusable(format!("{}: {e}", args.report.display())))?;
     let report = &verification.report;
-    let facts = vec![
+    let mut facts = Vec::new();
+    if verification.sim_root_trusted {
+        facts.push(Fact {
+            name: SIM_ROOT_FACT.into(),
+            value: "CLOISTER SIMULATION ROOT, NOT AMD (trusted because of --trust-sim-root): \
+                    this report comes from the simulated platform and proves nothing about AMD \
+                    hardware"
+                .into(),
+        });
+    }
+    facts.extend([
         Fact {
             name: "report".into(),
             value: format!(
@@ -159,7 +180,7 @@ fn run(args: &VerifyArgs) -> Result<Verdict, Unusable> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "built-in secure defaults".into()),
         },
-    ];
+    ]);
     let mut checks = verification.checks.clone();
     checks.extend(policy.check(report, verification.generation));
     Ok(Verdict::new(facts, checks))
@@ -171,6 +192,11 @@ pub fn main(args: VerifyArgs) -> ExitCode {
         Ok(verdict) => {
             let text = if args.json {
                 format!("{}\n", verdict.to_json())
+            } else if verdict.facts.iter().any(|f| f.name == SIM_ROOT_FACT) {
+                format!(
+                    "{}NOTE: verified under the Cloister SIMULATION root (--trust-sim-root), not AMD's.\n",
+                    verdict.table()
+                )
             } else {
                 verdict.table()
             };
