@@ -1,0 +1,410 @@
+//! The attested launch on the simulated SEV-SNP platform, end to end through the built
+//! binary: `cloister run --platform sim` launches the test guest through the SNP
+//! launcher and the simulated kernel + secure processor; the guest asks for its report
+//! over the real guest-message protocol and prints it; `cloister measure --layout
+//! cloister --platform sim` predicts the measurement; `cloister verify` checks the report
+//! against the exported simulation root with the prediction, the host data and the nonce
+//! as policy. Needs /dev/kvm (fails loudly without it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use cloister_tests::{cloister, workspace_root};
+
+/// One simulation root for every test here (RSA-4096 key generation is slow), created by
+/// the first run and reused.
+fn sim_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = workspace_root().join("target/test-sim-root");
+        // Create it once, serially, before tests run guests in parallel.
+        let out = Command::new(cloister())
+            .args(["run", "--platform", "sim", "--serial", "off", "--sim-root"])
+            .arg(&dir)
+            .args(["--cmdline", "console=ttyS0 cloister_test.attest=off"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "first sim launch: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+struct Launch {
+    code: Option<i32>,
+    console: String,
+    stderr: String,
+}
+
+fn run_sim(extra: &[&str], cmdline: &str) -> Launch {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let out = Command::new(cloister())
+        .args(["run", "--platform", "sim", "--sim-root"])
+        .arg(sim_root())
+        .arg("--serial")
+        .arg(format!("file={}", console.display()))
+        .args(["--cmdline", cmdline])
+        .args(extra)
+        .output()
+        .unwrap();
+    Launch {
+        code: out.status.code(),
+        console: std::fs::read_to_string(&console).unwrap_or_default(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn report_of(console: &str) -> Vec<u8> {
+    let line = console
+        .lines()
+        .find_map(|l| l.strip_prefix("CLOISTER-REPORT: "))
+        .unwrap_or_else(|| panic!("no report on the console:\n{console}"));
+    let bytes = hex::decode(line.trim()).unwrap();
+    assert_eq!(bytes.len(), 1184);
+    bytes
+}
+
+fn predict(args: &[&str]) -> String {
+    let platform: &[&str] = if args.contains(&"--platform") {
+        &[]
+    } else {
+        &["--platform", "sim"]
+    };
+    let out = Command::new(cloister())
+        .args(["measure", "--layout", "cloister"])
+        .args(platform)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(m.len(), 96, "{m}");
+    m
+}
+
+fn verify(report: &Path, policy: &str, trust_sim: bool) -> (Option<i32>, String) {
+    let dir = report.parent().unwrap();
+    let policy_file = dir.join("policy.toml");
+    std::fs::write(&policy_file, policy).unwrap();
+    let mut cmd = Command::new(cloister());
+    cmd.arg("verify")
+        .arg("--report")
+        .arg(report)
+        .arg("--certs")
+        .arg(sim_root().join("certs"))
+        .arg("--policy")
+        .arg(&policy_file);
+    if trust_sim {
+        cmd.arg("--trust-sim-root");
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const NONCE: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const HOST_DATA: &str = "c0ffee";
+
+#[test]
+fn the_guest_attests_and_its_report_verifies_with_the_predicted_measurement() {
+    let cmdline = format!("console=ttyS0 cloister_test.report_data={NONCE}");
+    let launch = run_sim(&["--cpus", "2", "--host-data", HOST_DATA], &cmdline);
+    assert_eq!(
+        launch.code,
+        Some(0),
+        "{}\n{}",
+        launch.stderr,
+        launch.console
+    );
+    assert!(
+        launch.console.contains("CLOISTER-ATTEST: ok"),
+        "{}",
+        launch.console
+    );
+    assert!(
+        launch.console.contains("CLOISTER-GUEST: PASS"),
+        "{}",
+        launch.console
+    );
+    assert!(
+        launch.stderr.contains("guest memory is NOT encrypted"),
+        "the sim says what it does not prove: {}",
+        launch.stderr
+    );
+    let report = report_of(&launch.console);
+    let predicted = predict(&["--vcpus", "2", "--append", &cmdline]);
+    assert_eq!(hex::encode(&report[0x90..0xc0]), predicted, "MEASUREMENT");
+    assert_eq!(
+        hex::encode(&report[0x50..0x90]),
+        format!("{NONCE}{}", "0".repeat(64))
+    );
+    assert_eq!(&hex::encode(&report[0xc0..0xc3]), HOST_DATA);
+    assert_eq!(
+        u32::from_le_bytes(report[0..4].try_into().unwrap()),
+        5,
+        "version 5"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.bin");
+    std::fs::write(&file, &report).unwrap();
+    let policy = format!(
+        "measurements = [\"{predicted}\"]\nreport_data = \"{NONCE}{}\"\nhost_data = \"{HOST_DATA}{}\"\n",
+        "0".repeat(64),
+        "0".repeat(58)
+    );
+    let (code, out) = verify(&file, &policy, true);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("VERDICT: ACCEPTED"), "{out}");
+    assert!(out.contains("SIMULATION ROOT, NOT AMD"), "{out}");
+
+    // Without the explicit flag, the simulation root is not trusted, and says so.
+    let (code, out) = verify(&file, &policy, false);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.to_lowercase().contains("simulation"), "{out}");
+
+    // A one-bit change of the report fails.
+    let mut flipped = report.clone();
+    flipped[0x90] ^= 1;
+    std::fs::write(&file, &flipped).unwrap();
+    let (code, out) = verify(&file, &policy, true);
+    assert_eq!(code, Some(1), "{out}");
+}
+
+/// Anything that changes what the guest runs changes the prediction, and a report of the
+/// original launch fails a policy that expects the changed one.
+#[test]
+fn changes_to_the_launch_change_the_prediction_and_fail_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    let elf = cloister_vmm::test_guest::ELF;
+    assert!(!elf.is_empty());
+    std::fs::write(&kernel, elf).unwrap();
+    // One byte in the middle of the first loaded segment (bytes outside PT_LOAD
+    // segments, such as section headers, never reach the guest).
+    let mut changed = elf.to_vec();
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    let load = (0..phnum)
+        .map(|n| phoff + n * phentsize)
+        .find(|&ph| u32::from_le_bytes(elf[ph..ph + 4].try_into().unwrap()) == 1)
+        .expect("a PT_LOAD segment");
+    let at = u64_at(load + 8) + u64_at(load + 0x20) / 2;
+    changed[at] ^= 0x01;
+    let kernel2 = dir.path().join("guest2.elf");
+    std::fs::write(&kernel2, &changed).unwrap();
+    let initrd = dir.path().join("initrd");
+    std::fs::write(&initrd, vec![0x5a; 10_000]).unwrap();
+    let mut other = vec![0x5a; 10_000];
+    other[4321] = 0x5b;
+    let initrd2 = dir.path().join("initrd2");
+    std::fs::write(&initrd2, other).unwrap();
+    let k = kernel.to_str().unwrap();
+    let k2 = kernel2.to_str().unwrap();
+    let i = initrd.to_str().unwrap();
+    let i2 = initrd2.to_str().unwrap();
+    let base_args = [
+        "--kernel",
+        k,
+        "--initrd",
+        i,
+        "--append",
+        "console=ttyS0",
+        "--vcpus",
+        "1",
+        "--memory",
+        "64M",
+    ];
+    let base = predict(&base_args);
+    let variants: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "kernel byte",
+            vec![
+                "--kernel",
+                k2,
+                "--initrd",
+                i,
+                "--append",
+                "console=ttyS0",
+                "--vcpus",
+                "1",
+                "--memory",
+                "64M",
+            ],
+        ),
+        (
+            "initrd byte",
+            vec![
+                "--kernel",
+                k,
+                "--initrd",
+                i2,
+                "--append",
+                "console=ttyS0",
+                "--vcpus",
+                "1",
+                "--memory",
+                "64M",
+            ],
+        ),
+        (
+            "command line byte",
+            vec![
+                "--kernel",
+                k,
+                "--initrd",
+                i,
+                "--append",
+                "console=ttyS1",
+                "--vcpus",
+                "1",
+                "--memory",
+                "64M",
+            ],
+        ),
+        (
+            "vCPU count",
+            vec![
+                "--kernel",
+                k,
+                "--initrd",
+                i,
+                "--append",
+                "console=ttyS0",
+                "--vcpus",
+                "2",
+                "--memory",
+                "64M",
+            ],
+        ),
+        (
+            "memory size",
+            vec![
+                "--kernel",
+                k,
+                "--initrd",
+                i,
+                "--append",
+                "console=ttyS0",
+                "--vcpus",
+                "1",
+                "--memory",
+                "68M",
+            ],
+        ),
+        (
+            "a disk",
+            vec![
+                "--kernel",
+                k,
+                "--initrd",
+                i,
+                "--append",
+                "console=ttyS0",
+                "--vcpus",
+                "1",
+                "--memory",
+                "64M",
+                "--disks",
+                "1",
+            ],
+        ),
+    ];
+    let mut seen = vec![base.clone()];
+    for (what, args) in &variants {
+        let p = predict(args);
+        assert!(!seen.contains(&p), "{what} did not change the prediction");
+        seen.push(p);
+    }
+    assert_ne!(
+        predict(&[&base_args[..], &["--platform", "snp"]].concat()),
+        base,
+        "platform"
+    );
+
+    // The launch itself measures what was predicted; a policy naming the changed
+    // command line's measurement refuses its report.
+    let launch = run_sim(
+        &["--kernel", k, "--initrd", i, "--memory", "64M"],
+        "console=ttyS0",
+    );
+    assert_eq!(
+        launch.code,
+        Some(0),
+        "{}\n{}",
+        launch.stderr,
+        launch.console
+    );
+    let report = report_of(&launch.console);
+    assert_eq!(hex::encode(&report[0x90..0xc0]), base);
+    let file = dir.path().join("report.bin");
+    std::fs::write(&file, &report).unwrap();
+    let (code, out) = verify(&file, &format!("measurements = [\"{}\"]\n", seen[3]), true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("policy.measurement"), "{out}");
+}
+
+/// The simulated PSP refuses a replayed message, a forged one and one under the wrong
+/// key, as the firmware does; the guest sees the refusal.
+#[test]
+fn replayed_forged_and_wrong_key_messages_are_refused() {
+    for mode in ["replay", "forge", "wrongkey"] {
+        let launch = run_sim(&[], &format!("console=ttyS0 cloister_test.attest={mode}"));
+        assert!(
+            launch
+                .console
+                .contains(&format!("CLOISTER-ATTEST: {mode} refused status=0x16")),
+            "{mode}: {}\n{}",
+            launch.console,
+            launch.stderr
+        );
+        assert!(
+            !launch.console.contains("ACCEPTED"),
+            "{mode}: {}",
+            launch.console
+        );
+    }
+}
+
+#[test]
+fn a_plain_launch_has_no_cc_blob_and_snp_refuses_here_naming_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let out = Command::new(cloister())
+        .args(["run", "--serial"])
+        .arg(format!("file={}", console.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = std::fs::read_to_string(&console).unwrap();
+    assert!(log.contains("CLOISTER-ATTEST: none (no CC blob)"), "{log}");
+
+    let out = Command::new(cloister())
+        .args(["run", "--platform", "snp", "--sev-device"])
+        .arg(dir.path().join("sev"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--platform snp") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
