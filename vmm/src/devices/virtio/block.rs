@@ -18,7 +18,10 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::queue::{Descriptor, QueueError, SplitQueue};
-use super::{DiskConfig, GuestErrorLog, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
+use super::{
+    DiskConfig, GuestErrorLog, VirtioDevice, VirtioError, VIRTIO_F_ACCESS_PLATFORM,
+    VIRTIO_F_VERSION_1,
+};
 
 /// Virtio device ID of a block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
@@ -33,6 +36,14 @@ pub const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
 pub const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 /// Feature: the device honours VIRTIO_BLK_T_FLUSH.
 pub const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+
+/// What every virtio-blk device offers; a read-only one adds [`VIRTIO_BLK_F_RO`].
+const FEATURES: u64 =
+    VIRTIO_F_VERSION_1 | VIRTIO_F_ACCESS_PLATFORM | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH;
+
+/// Every virtio-blk device offers VIRTIO_F_ACCESS_PLATFORM: what the launch policy asks
+/// before the device exists (`cloister_policy::VirtioDeviceInfo`).
+pub const OFFERS_ACCESS_PLATFORM: bool = FEATURES & VIRTIO_F_ACCESS_PLATFORM != 0;
 
 /// Request type: read sectors.
 pub const VIRTIO_BLK_T_IN: u32 = 0;
@@ -415,7 +426,7 @@ impl<B: DiskBackend> VirtioDevice for Block<B> {
 
     fn device_features(&self) -> u64 {
         let ro = if self.readonly { VIRTIO_BLK_F_RO } else { 0 };
-        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH | ro
+        FEATURES | ro
     }
 
     fn queue_max_sizes(&self) -> &[u16] {

@@ -110,6 +110,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
         self.interrupt_status
     }
 
+    /// Whether the device offers VIRTIO_F_ACCESS_PLATFORM (the launch policy's question
+    /// for each virtio device of an SNP guest).
+    pub fn offers_access_platform(&self) -> bool {
+        self.device.offers_access_platform()
+    }
+
     /// True once the device marked itself as needing a reset.
     pub fn is_broken(&self) -> bool {
         self.device_status & status::DEVICE_NEEDS_RESET != 0

@@ -15,6 +15,9 @@
 //!   [`vmm_sys_util::eventfd::EventFd`] (write 1), which the builder registers as an irqfd.
 //! - [`new_block_device`]: a virtio-mmio transport (version 2) carrying a virtio-blk device,
 //!   as a [`SharedDevice`] for a [`MMIO_WINDOW_SIZE`]-byte MMIO window.
+//! - [`VIRTIO_F_ACCESS_PLATFORM`]: offered by every device, as an SEV-SNP guest requires;
+//!   before a device exists the launch policy asks [`block::OFFERS_ACCESS_PLATFORM`], after
+//!   it [`MmioTransport::offers_access_platform`].
 //!
 //! Queues are processed synchronously in the vCPU thread that writes QueueNotify; the device
 //! then sets bit 0 of InterruptStatus and triggers the interrupt. Anything malformed the
@@ -47,6 +50,16 @@ pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
 /// Feature bit: the device complies with virtio 1.x (required by the MMIO version 2
 /// transport as implemented here).
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Feature bit 33 (virtio 1.x spec 6, "Reserved Feature Bits"): the device reaches the
+/// driver's buffers through the platform's DMA addressing rather than assuming it may
+/// touch any of the guest's memory. An SEV-SNP Linux guest probes only virtio devices that
+/// offer it, and then bounces every buffer through shared SWIOTLB pages (SNP-FACTS §1.12),
+/// so every Cloister virtio device offers it, always: with no IOMMU the addresses stay
+/// guest-physical, so it changes nothing for a guest without SNP, and a driver that does
+/// not accept it is served as before. The launch policy refuses an SNP launch with a
+/// device that does not offer it (`cloister_policy::LaunchRefusal::VirtioAccessPlatform`).
+pub const VIRTIO_F_ACCESS_PLATFORM: u64 = 1 << 33;
 
 /// Device status bits (spec 2.1).
 pub mod status {
@@ -129,6 +142,11 @@ pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;
     /// All feature bits the device offers.
     fn device_features(&self) -> u64;
+    /// Whether the device offers [`VIRTIO_F_ACCESS_PLATFORM`], which an SEV-SNP guest
+    /// requires of every virtio device.
+    fn offers_access_platform(&self) -> bool {
+        self.device_features() & VIRTIO_F_ACCESS_PLATFORM != 0
+    }
     /// Maximum size of each of the device's queues.
     fn queue_max_sizes(&self) -> &[u16];
     /// Reads the device-specific configuration space at `offset`; bytes past its end

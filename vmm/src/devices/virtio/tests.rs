@@ -206,7 +206,11 @@ fn identification_registers_and_config() {
     let low = d.rd(reg::DEVICE_FEATURES);
     d.wr(reg::DEVICE_FEATURES_SEL, 1);
     let high = d.rd(reg::DEVICE_FEATURES);
-    assert_eq!(high, 1, "VIRTIO_F_VERSION_1");
+    assert_eq!(
+        high,
+        1 | 2,
+        "VIRTIO_F_VERSION_1 (bit 32), VIRTIO_F_ACCESS_PLATFORM (bit 33)"
+    );
     assert_eq!(
         u64::from(low),
         VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX
@@ -487,9 +491,9 @@ fn features_without_version_1_are_refused() {
         status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
     );
     assert_eq!(d.rd(reg::STATUS) & status::FEATURES_OK, 0);
-    // A feature the device does not offer is refused too.
+    // A feature the device does not offer (bit 34, VIRTIO_F_RING_PACKED) is refused too.
     d.wr(reg::DRIVER_FEATURES_SEL, 1);
-    d.wr(reg::DRIVER_FEATURES, 1 | 2);
+    d.wr(reg::DRIVER_FEATURES, 1 | 4);
     d.wr(
         reg::STATUS,
         status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
@@ -500,6 +504,55 @@ fn features_without_version_1_are_refused() {
     d.publish(0);
     d.wr(reg::QUEUE_NOTIFY, 0);
     assert_eq!(d.used_idx(), 0);
+}
+
+#[test]
+fn access_platform_is_offered_always_and_can_be_negotiated() {
+    assert_eq!(VIRTIO_F_ACCESS_PLATFORM, 1 << 33);
+    for readonly in [false, true] {
+        let disk = MemDisk {
+            bytes: pattern(),
+            flushes: 0,
+        };
+        let block = Block::with_backend(disk, (SECTORS * 512) as u64, readonly, [0; 20]);
+        assert!(block.offers_access_platform());
+        assert_eq!(OFFERS_ACCESS_PLATFORM, block.offers_access_platform());
+        assert_ne!(block.device_features() & VIRTIO_F_ACCESS_PLATFORM, 0);
+        let mut d = Driver::new(block);
+        assert!(d.dev.offers_access_platform());
+        d.wr(reg::DEVICE_FEATURES_SEL, 1);
+        assert_ne!(d.rd(reg::DEVICE_FEATURES) & 2, 0, "bit 33 offered");
+
+        // An SNP guest's driver accepts it with VERSION_1 (high word, bits 32 and 33).
+        d.wr(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        d.wr(reg::DRIVER_FEATURES_SEL, 1);
+        d.wr(reg::DRIVER_FEATURES, 1 | 2);
+        d.wr(reg::DRIVER_FEATURES_SEL, 0);
+        d.wr(reg::DRIVER_FEATURES, VIRTIO_BLK_F_FLUSH as u32);
+        let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+        d.wr(reg::STATUS, s);
+        assert_eq!(d.rd(reg::STATUS), s, "FEATURES_OK accepted");
+        assert_eq!(
+            d.dev.device().acked_features(),
+            VIRTIO_F_VERSION_1 | VIRTIO_F_ACCESS_PLATFORM | VIRTIO_BLK_F_FLUSH
+        );
+        d.setup_queue(DESC, AVAIL, USED);
+        d.wr(reg::STATUS, s | status::DRIVER_OK);
+
+        // Buffer addresses stay guest-physical: a read lands where the driver asked.
+        d.header(HDR, VIRTIO_BLK_T_IN, 3);
+        d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+        assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+        assert_eq!(d.bytes(DATA, 512), pattern()[3 * 512..4 * 512]);
+    }
+    // A driver that does not accept it (a guest without SNP) is served as before.
+    let d = mem_driver(false);
+    assert_eq!(
+        d.dev.device().acked_features() & VIRTIO_F_ACCESS_PLATFORM,
+        0
+    );
+    let live = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    assert_eq!(d.dev.device_status(), live);
 }
 
 #[test]
