@@ -43,7 +43,10 @@ use crate::vstate::vm::{open_kvm, Vm, VmError};
 use cloister_attestation::launch::digest::PageType;
 use cloister_attestation::launch::plan::{LaunchPlan, DEFAULT_GUEST_POLICY};
 use cloister_attestation::launch::vmsa::Vmsa;
-use cloister_attestation::sim::{SimPsp, SimRoot};
+use cloister_attestation::sim::{SimPsp, SimRoot, SIM_FIRMWARE};
+use cloister_policy::{
+    KvmPolicyRule, LaunchDescription, LaunchPlatform, LaunchRefusal, VirtioDeviceInfo,
+};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -125,6 +128,14 @@ pub enum BuildError {
     /// A vCPU could not be set up.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// The tenant policy forbids this launch.
+    #[error("the policy {} forbids this launch: {refusal}", path.display())]
+    Policy {
+        /// The policy file.
+        path: PathBuf,
+        /// The rule and why.
+        refusal: LaunchRefusal,
+    },
     /// The launch plan could not be built.
     #[error(transparent)]
     Plan(#[from] PlanBuildError),
@@ -253,6 +264,18 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
 /// `sim` and `snp` hand them, in the same order, to the SNP launcher. Every vCPU starts
 /// from the plan's VMSA state.
 pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
+    // The tenant policy first: a launch it forbids is refused before anything exists.
+    let guest_policy = match &config.policy {
+        Some((policy, path)) => {
+            policy
+                .check_launch(&describe_launch(config))
+                .map_err(|refusal| BuildError::Policy {
+                    path: path.clone(),
+                    refusal,
+                })?
+        }
+        None => DEFAULT_GUEST_POLICY,
+    };
     let (kernel_image, kernel_name) = match &config.kernel {
         KernelSource::File(path) => (read_file("kernel image", path)?, path.display().to_string()),
         KernelSource::BuiltIn if crate::test_guest::ELF.is_empty() => {
@@ -292,7 +315,7 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         memory: config.memory,
         devices: &devices,
         platform: config.platform,
-        policy: DEFAULT_GUEST_POLICY,
+        policy: guest_policy,
         host_data: config.host_data,
     })?;
     let plan = planned.plan;
@@ -419,6 +442,10 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         .iter()
         .filter_map(|r| r.vmsa_state())
         .collect();
+    let allow_shared = config
+        .policy
+        .as_ref()
+        .is_none_or(|(p, _)| p.allows_conversion_to_shared());
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     let mut bsp_cpuid = Vec::new();
     for index in 0..config.vcpus {
@@ -430,6 +457,7 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
                 mmio.clone(),
                 exit.clone(),
                 Some(host.clone()),
+                allow_shared,
             ),
             _ => Vcpu::new(vm, index, pio.clone(), mmio.clone(), exit.clone())?,
         };
@@ -478,6 +506,40 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         stdio_console: config.serial == SerialMode::Stdio,
         launch,
     })
+}
+
+/// What the tenant policy is asked to allow.
+fn describe_launch(config: &VmConfig) -> LaunchDescription {
+    LaunchDescription {
+        platform: match config.platform {
+            Platform::None => LaunchPlatform::None,
+            Platform::Sim => LaunchPlatform::Sim,
+            Platform::Snp => LaunchPlatform::Snp,
+        },
+        vcpus: u32::from(config.vcpus),
+        host_smt_active: std::fs::read_to_string("/sys/devices/system/cpu/smt/active")
+            .ok()
+            .map(|s| s.trim() == "1"),
+        firmware_abi: match config.platform {
+            Platform::Sim => Some((SIM_FIRMWARE.major, SIM_FIRMWARE.minor)),
+            // Real firmware enforces the ABI minimum at LAUNCH_START.
+            Platform::Snp | Platform::None => None,
+        },
+        virtio_devices: config
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| VirtioDeviceInfo {
+                name: format!("virtio-blk {i} ({})", d.path.display()),
+                offers_access_platform: virtio::block::OFFERS_ACCESS_PLATFORM,
+            })
+            .collect(),
+        // The simulated kernel models Linux 6.11-6.18; on snp the probe refines it later
+        // (kvm_accepts_policy with the host's capabilities).
+        kvm_policy_rule: KvmPolicyRule::Fixed,
+        request_debug: false,
+        request_migration_agent: false,
+    }
 }
 
 /// The command line the guest gets: the user's, then one `virtio_mmio.device=` per slot.

@@ -18,6 +18,9 @@ pub enum ConfigError {
     /// Unknown `--platform`.
     #[error("--platform {0:?} is not one of none, sim, snp")]
     Platform(String),
+    /// The policy file cannot be used.
+    #[error("--policy: {0}")]
+    Policy(String),
     /// Bad `--host-data`.
     #[error("--host-data must be at most 32 bytes of hex (64 hex digits), got {0:?}")]
     HostData(String),
@@ -150,6 +153,8 @@ pub struct VmConfig {
     pub sim_root: PathBuf,
     /// The SEV device (`snp`).
     pub sev_device: PathBuf,
+    /// The tenant policy enforced at launch (`--policy`), with the file's name.
+    pub policy: Option<(cloister_policy::Policy, PathBuf)>,
 }
 
 /// The default directory of the simulation root: `$CLOISTER_SIM_ROOT`, else
@@ -213,6 +218,8 @@ pub struct VmRequest {
     pub sim_root: Option<PathBuf>,
     /// `--sev-device` (default /dev/sev).
     pub sev_device: Option<PathBuf>,
+    /// `--policy`: the tenant policy file.
+    pub policy: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -261,6 +268,14 @@ impl VmConfig {
                 .sev_device
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/dev/sev")),
+            policy: match &req.policy {
+                Some(path) => Some((
+                    cloister_policy::Policy::from_file(path)
+                        .map_err(|e| ConfigError::Policy(e.to_string()))?,
+                    path.clone(),
+                )),
+                None => None,
+            },
         })
     }
 }

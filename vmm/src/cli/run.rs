@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// are exported to DIR/certs for `cloister verify --trust-sim-root`).
     #[arg(long, value_name = "DIR")]
     pub sim_root: Option<PathBuf>,
+    /// Tenant policy file (the same TOML `cloister verify --policy` takes): the guest policy
+    /// is derived from it, and a launch it forbids is refused before the VM exists.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// The SEV device (--platform snp).
     #[arg(long, value_name = "PATH", default_value = "/dev/sev")]
     pub sev_device: PathBuf,
@@ -75,6 +79,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         host_data: args.host_data,
         sim_root: args.sim_root,
         sev_device: Some(args.sev_device),
+        policy: args.policy,
     };
     let config = match VmConfig::new(&request) {
         Ok(config) => config,

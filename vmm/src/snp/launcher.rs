@@ -346,7 +346,9 @@ impl SnpLauncher {
 /// A MAP_GPA_RANGE hypercall exit (the guest's page-state change): args[0] = GPA,
 /// args[1] = number of 4 KiB pages, args[2] = attributes (bit 4: private). Returns the
 /// value for `hypercall.ret` (0 success; KVM does not clear it, so it is always written).
-pub fn map_gpa_range(host: &dyn SnpHost, args: &[u64; 6]) -> u64 {
+/// With `allow_shared` false (the tenant policy forbids shared memory) a conversion to
+/// shared is refused with EPERM and changes nothing.
+pub fn map_gpa_range(host: &dyn SnpHost, args: &[u64; 6], allow_shared: bool) -> u64 {
     let (gpa, npages, attrs) = (args[0], args[1], args[2]);
     let size = npages.checked_mul(PAGE_SIZE as u64);
     let valid = gpa.is_multiple_of(PAGE_SIZE as u64)
@@ -357,6 +359,9 @@ pub fn map_gpa_range(host: &dyn SnpHost, args: &[u64; 6]) -> u64 {
         return libc::EINVAL as u64;
     };
     let private = attrs & MAP_GPA_RANGE_ENCRYPTED != 0;
+    if !private && !allow_shared {
+        return libc::EPERM as u64;
+    }
     match host.set_memory_attributes(&KvmMemoryAttributes {
         address: gpa,
         size,

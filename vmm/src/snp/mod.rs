@@ -6,3 +6,6 @@ pub mod host;
 pub mod kvm;
 pub mod launcher;
 pub mod sim;
+
+#[cfg(test)]
+mod tests;

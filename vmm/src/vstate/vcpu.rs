@@ -270,6 +270,8 @@ pub struct Vcpu {
     exit: ExitHandle,
     /// The SNP host (real or simulated) that handles page-state changes at run time.
     snp: Option<Arc<dyn SnpHost>>,
+    /// Whether the tenant policy lets the guest convert pages to shared.
+    allow_shared: bool,
 }
 
 impl Vcpu {
@@ -289,11 +291,12 @@ impl Vcpu {
                 what: "KVM_CREATE_VCPU",
                 source,
             })?;
-        Ok(Self::from_fd(fd, index, pio, mmio, exit, None))
+        Ok(Self::from_fd(fd, index, pio, mmio, exit, None, true))
     }
 
     /// Wraps vCPU `index`, created elsewhere (by an SNP launcher); `snp` handles its
-    /// page-state-change and memory-fault exits.
+    /// page-state-change and memory-fault exits; `allow_shared` is the tenant policy's
+    /// `launch.allow_shared_memory` (a refused conversion fails the guest's request).
     pub fn from_fd(
         fd: VcpuFd,
         index: u8,
@@ -301,6 +304,7 @@ impl Vcpu {
         mmio: Arc<Bus>,
         exit: ExitHandle,
         snp: Option<Arc<dyn SnpHost>>,
+        allow_shared: bool,
     ) -> Self {
         Self {
             index,
@@ -309,6 +313,7 @@ impl Vcpu {
             mmio,
             exit,
             snp,
+            allow_shared,
         }
     }
 
@@ -464,7 +469,7 @@ impl Vcpu {
                 }
                 Ok(VcpuExit::Hypercall(call)) => match &self.snp {
                     Some(host) if call.nr == KVM_HC_MAP_GPA_RANGE => {
-                        *call.ret = map_gpa_range(host.as_ref(), &call.args);
+                        *call.ret = map_gpa_range(host.as_ref(), &call.args, self.allow_shared);
                         Step::Continue
                     }
                     _ => Step::Unexpected(format!("hypercall {}", call.nr)),
