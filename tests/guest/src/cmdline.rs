@@ -158,7 +158,7 @@ fn parse_write(value: &[u8]) -> Option<(u64, &[u8])> {
 
 /// 1 to 128 hex digits, an even number of them, zero-padded to 64 bytes.
 fn parse_report_data(value: &[u8]) -> Option<[u8; REPORT_DATA_LEN]> {
-    if value.is_empty() || value.len() % 2 != 0 || value.len() > 2 * REPORT_DATA_LEN {
+    if value.is_empty() || value.len() & 1 == 1 || value.len() > 2 * REPORT_DATA_LEN {
         return None;
     }
     let mut data = [0u8; REPORT_DATA_LEN];

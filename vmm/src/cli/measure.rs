@@ -416,22 +416,6 @@ fn json_summary(
     serde_json::to_string_pretty(&value).unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_integers_like_python_int_base_0() {
-        assert_eq!(parse_auto_int("0x1"), Ok(1));
-        assert_eq!(parse_auto_int("0X21"), Ok(0x21));
-        assert_eq!(parse_auto_int("33"), Ok(33));
-        assert_eq!(parse_auto_int("0b101"), Ok(5));
-        assert!(parse_auto_int("0xzz").is_err());
-        assert!(parse_auto_int("").is_err());
-        assert!(parse_auto_int("-1").is_err());
-    }
-}
-
 /// `--layout cloister`: the measurement of exactly the plan `cloister run` launches with
 /// the same kernel, initrd, command line, vCPUs, memory and disk count.
 fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
@@ -539,4 +523,20 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         ));
     }
     Ok(measurement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_integers_like_python_int_base_0() {
+        assert_eq!(parse_auto_int("0x1"), Ok(1));
+        assert_eq!(parse_auto_int("0X21"), Ok(0x21));
+        assert_eq!(parse_auto_int("33"), Ok(33));
+        assert_eq!(parse_auto_int("0b101"), Ok(5));
+        assert!(parse_auto_int("0xzz").is_err());
+        assert!(parse_auto_int("").is_err());
+        assert!(parse_auto_int("-1").is_err());
+    }
 }

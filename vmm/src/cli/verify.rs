@@ -23,7 +23,9 @@ use time::OffsetDateTime;
 failed), 2 unusable input (unreadable, short or garbage file, bad argument or policy)."
 )]
 pub struct VerifyArgs {
-    /// The attestation report: 1184 bytes, as snpguest or /dev/sev-guest writes it.
+    /// The attestation report: 1184 bytes, as snpguest or /dev/sev-guest writes it, or a
+    /// console log holding one `CLOISTER-REPORT: <hex>` line (the test guest prints its
+    /// report so).
     #[arg(long, value_name = "FILE")]
     pub report: PathBuf,
     /// A certificate directory as snpguest writes it (ark.pem, ask.pem, asvk.pem,
@@ -127,7 +129,8 @@ fn run(args: &VerifyArgs) -> Result<Verdict, Unusable> {
         Some(p) => Policy::from_file(p)?,
         None => Policy::default(),
     };
-    let report_bytes = read(&args.report, "report")?;
+    let report_bytes = report_from_console(read(&args.report, "report")?)
+        .map_err(|e| Unusable(format!("{}: {e}", args.report.display())))?;
     let verification = verify::verify(&report_bytes, &certs, &opts)
         .map_err(|e| Unusable(format!("{}: {e}", args.report.display())))?;
     let report = &verification.report;
@@ -213,5 +216,51 @@ pub fn main(args: VerifyArgs) -> ExitCode {
             let _ = writeln!(std::io::stderr(), "cloister verify: {msg}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The prefix of the line on which the test guest prints its report.
+pub const CONSOLE_REPORT_PREFIX: &str = "CLOISTER-REPORT: ";
+
+/// A report file as it is, or the report in a console log: exactly one line starting
+/// with [`CONSOLE_REPORT_PREFIX`], followed by hex. A binary report is never mistaken for
+/// a log (it does not start with the prefix on any line boundary in practice, and when it
+/// is not valid UTF-8 text it is taken as is).
+fn report_from_console(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Ok(bytes);
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(CONSOLE_REPORT_PREFIX))
+        .collect();
+    match lines.as_slice() {
+        [] => Ok(bytes),
+        [hex_text] => hex::decode(hex_text.trim())
+            .map_err(|e| format!("the {CONSOLE_REPORT_PREFIX}line is not hex: {e}")),
+        more => Err(format!(
+            "the console log holds {} {CONSOLE_REPORT_PREFIX}lines; give a log of one launch",
+            more.len()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_console_log_yields_its_one_report() {
+        let log = b"boot\nCLOISTER-REPORT: 0102ff\r\nCLOISTER-ATTEST: ok\n".to_vec();
+        assert_eq!(report_from_console(log), Ok(vec![1, 2, 0xff]));
+        let raw = vec![0x05, 0, 0, 0, 0xff, 0xfe];
+        assert_eq!(report_from_console(raw.clone()), Ok(raw));
+        let two = b"CLOISTER-REPORT: 01\nCLOISTER-REPORT: 02\n".to_vec();
+        assert!(report_from_console(two)
+            .unwrap_err()
+            .contains("2 CLOISTER-REPORT"));
+        let bad = b"CLOISTER-REPORT: zz\n".to_vec();
+        assert!(report_from_console(bad).unwrap_err().contains("not hex"));
     }
 }
