@@ -13,6 +13,12 @@
 //! - done:   the virtio modules are loaded and the disk was read;
 //! - exit:   the VMM process exited after the guest powered off.
 //!
+//! The pre-kernel column (marker minus the guest's own uptime there) counts the VMM's
+//! set-up, firmware, kernel decompression and the kernel's early boot before its clock
+//! starts (a few seconds here: booted with `earlyprintk=serial`, Linux printed its
+//! banner 5.3 s after cloister's start, yet its uptime at the marker was 3.5 s short of
+//! the time from that banner).
+//!
 //! Usage: `cargo run --release -p cloister-bench --bin nested -- [--runs N]
 //! [--vmm qemu-pc,qemu-microvm,cloister] [--cloister PATH] [--from-log FILE]`
 //! (`--from-log` re-analyses the serial log of an earlier run,
@@ -271,7 +277,8 @@ fn report(serial: &str) -> Vec<String> {
          quiet"
             .to_string(),
         "median seconds from the inner VMM's process start (outer guest clock); pre-kernel = \
-         marker - the guest's own uptime at the marker (VMM set-up, firmware, decompression)"
+         marker - the guest's own uptime at the marker (VMM set-up, firmware, decompression, \
+         and the kernel's early boot before its clock starts)"
             .to_string(),
         table_row(
             "vmm",
