@@ -88,13 +88,37 @@ fn every_example_runs_as_written() {
         // `| head` only because head's status is the pipeline's, so check both ways.
         let status = out.status.code();
         let piped = line.contains(" | head");
+        assert!(!stderr.contains("panicked"), "{line}\n{stderr}");
+        // The one example the README shows being refused (exit 1, naming the rule).
+        if line.contains("--policy policy/examples/tenant.toml") && line.contains("-- run") {
+            assert_eq!(status, Some(1), "{line}\n{stderr}");
+            assert!(
+                stderr.contains("launch.allow_simulation"),
+                "{line}\n{stderr}"
+            );
+            continue;
+        }
         assert!(
             status == Some(0) || (piped && status == Some(141)),
             "{line}\nstatus {:?}\n{stdout}\n{stderr}",
             out.status
         );
-        assert!(!stderr.contains("panicked"), "{line}\n{stderr}");
-        if line.contains("-- run") {
+        if line.contains("-- run") && line.contains("--serial file=") {
+            let log = line
+                .split("--serial file=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            let console = std::fs::read_to_string(workspace_root().join(log)).unwrap();
+            assert!(console.contains("CLOISTER-ATTEST: ok"), "{line}\n{console}");
+            assert!(console.contains("PASS"), "{line}\n{console}");
+            assert!(
+                stderr.contains("equal to the prediction"),
+                "{line}\n{stderr}"
+            );
+        } else if line.contains("-- run") {
             assert!(stdout.contains("PASS"), "{line}\n{stdout}");
         }
         if line.contains("-- verify") && !piped {

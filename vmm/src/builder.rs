@@ -320,10 +320,9 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     })?;
     let plan = planned.plan;
     log::info!(
-        "launch plan ({} platform): {} regions, measurement {}",
+        "launch plan ({} platform): {} regions",
         config.platform.name(),
-        plan.regions().len(),
-        hex::encode(plan.measure())
+        plan.regions().len()
     );
 
     let kvm = open_kvm(kvm_path)?;
@@ -489,9 +488,14 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
             );
         }
     }
+    // The digest is the prediction of a measured launch; a plain one skips it.
     let launch = LaunchSummary {
         platform: config.platform,
-        predicted: plan.measure(),
+        predicted: if config.platform.is_snp_like() {
+            plan.measure()
+        } else {
+            [0; 48]
+        },
         measured: sim_psp
             .as_ref()
             .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).measurement()),

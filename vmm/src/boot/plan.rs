@@ -302,13 +302,35 @@ pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuil
         let mut bytes = vec![0u8; len as usize];
         mem.read_slice(&mut bytes, GuestAddress(gpa))
             .map_err(write_err(what))?;
-        regions.push(LaunchRegion::new(
-            gpa,
-            len,
-            PageType::Normal,
-            RegionRole::Other(what),
-            RegionContents::Bytes(Cow::Owned(bytes)),
-        )?);
+        // Runs of all-zero pages (a kernel's room to decompress into, its .bss) go in as
+        // ZERO pages: the guest sees the same bytes, and the firmware need not hash them.
+        let mut start = 0usize;
+        while start < bytes.len() {
+            let zero = is_zero_page(&bytes[start..start + PAGE_SIZE]);
+            let mut end = start + PAGE_SIZE;
+            while end < bytes.len() && is_zero_page(&bytes[end..end + PAGE_SIZE]) == zero {
+                end += PAGE_SIZE;
+            }
+            let (run_gpa, run_len) = (gpa + start as u64, (end - start) as u64);
+            regions.push(if zero {
+                LaunchRegion::new(
+                    run_gpa,
+                    run_len,
+                    PageType::Zero,
+                    RegionRole::Other(what),
+                    RegionContents::Zeroes,
+                )?
+            } else {
+                LaunchRegion::new(
+                    run_gpa,
+                    run_len,
+                    PageType::Normal,
+                    RegionRole::Other(what),
+                    RegionContents::Bytes(Cow::Owned(bytes[start..end].to_vec())),
+                )?
+            });
+            start = end;
+        }
     }
     let mut taken: Vec<(u64, u64)> = normal.iter().map(|&(g, l, _)| (g, g + l)).collect();
     if inputs.platform.is_snp_like() {
@@ -387,6 +409,10 @@ fn write_cc_blob(mem: &GuestMemoryMmap) -> Result<(), PlanBuildError> {
     blob[32..36].copy_from_slice(&(PAGE_SIZE as u32).to_le_bytes());
     mem.write_slice(&blob, GuestAddress(CC_BLOB_START))
         .map_err(write_err("the CC blob"))
+}
+
+fn is_zero_page(page: &[u8]) -> bool {
+    page.iter().all(|&b| b == 0)
 }
 
 /// The end of the last non-zero page in `start..end` (or `start`).

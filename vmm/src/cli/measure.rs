@@ -431,7 +431,8 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         "sim" => Platform::Sim,
         other => return Err(MeasureError::Platform(other.to_string())),
     };
-    let vcpus = args.vcpus.ok_or(MeasureError::NoVcpus)?;
+    // As `cloister run --cpus`, 1 by default.
+    let vcpus = args.vcpus.unwrap_or(1);
     let vcpus = u8::try_from(vcpus)
         .ok()
         .filter(|n| (1..=crate::boot::mptable::MAX_CPUS).contains(n))
