@@ -294,18 +294,7 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     if detect_format(&kernel_image).is_none() {
         return Err(LoadError::UnknownFormat(kernel_name).into());
     }
-    let slots = (0..config.disks.len())
-        .map(|i| MmioSlot::nth(i).ok_or(BuildError::TooManyDisks(config.disks.len())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let cmdline = guest_cmdline(&config.cmdline, &slots);
-    let devices: Vec<MmioDevice> = slots
-        .iter()
-        .map(|s| MmioDevice {
-            base: s.base,
-            len: s.len,
-            gsi: s.gsi,
-        })
-        .collect();
+    let (slots, cmdline, devices) = disk_layout(config.disks.len(), &config.cmdline)?;
     let planned = cloister_plan(&LayoutInputs {
         kernel: &kernel_image,
         kernel_name: &kernel_name,
@@ -544,6 +533,28 @@ fn describe_launch(config: &VmConfig) -> LaunchDescription {
         request_debug: false,
         request_migration_agent: false,
     }
+}
+
+/// Where `disks` virtio-blk devices go, and the command line and device list the plan
+/// announces them with (shared by `run` and `measure --layout cloister`, so both see the
+/// same guest).
+pub fn disk_layout(
+    disks: usize,
+    user_cmdline: &str,
+) -> Result<(Vec<MmioSlot>, String, Vec<MmioDevice>), BuildError> {
+    let slots = (0..disks)
+        .map(|i| MmioSlot::nth(i).ok_or(BuildError::TooManyDisks(disks)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cmdline = guest_cmdline(user_cmdline, &slots);
+    let devices = slots
+        .iter()
+        .map(|s| MmioDevice {
+            base: s.base,
+            len: s.len,
+            gsi: s.gsi,
+        })
+        .collect();
+    Ok((slots, cmdline, devices))
 }
 
 /// The command line the guest gets: the user's, then one `virtio_mmio.device=` per slot.

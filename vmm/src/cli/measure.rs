@@ -419,7 +419,7 @@ fn json_summary(
 /// `--layout cloister`: the measurement of exactly the plan `cloister run` launches with
 /// the same kernel, initrd, command line, vCPUs, memory and disk count.
 fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
-    use crate::boot::plan::{cloister_plan, LayoutInputs, MmioDevice, Platform};
+    use crate::boot::plan::{cloister_plan, LayoutInputs, Platform};
     if args.ovmf.is_some() {
         return Err(MeasureError::NotForCloister("--ovmf"));
     }
@@ -464,30 +464,12 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         Some(path) => Some((read("initrd", path)?, path.display().to_string())),
         None => None,
     };
-    let slots = (0..args.disks)
-        .map(|i| {
-            crate::builder::MmioSlot::nth(i)
-                .ok_or_else(|| MeasureError::Cloister(format!("--disks {}: too many", args.disks)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut cmdline = args
+    let user_cmdline = args
         .append
         .clone()
         .unwrap_or_else(|| crate::config::DEFAULT_CMDLINE.to_string());
-    for slot in &slots {
-        if !cmdline.is_empty() {
-            cmdline.push(' ');
-        }
-        cmdline.push_str(&slot.cmdline_arg());
-    }
-    let devices: Vec<MmioDevice> = slots
-        .iter()
-        .map(|s| MmioDevice {
-            base: s.base,
-            len: s.len,
-            gsi: s.gsi,
-        })
-        .collect();
+    let (_, cmdline, devices) = crate::builder::disk_layout(args.disks, &user_cmdline)
+        .map_err(|e| MeasureError::Cloister(format!("--disks {}: {e}", args.disks)))?;
     let planned = cloister_plan(&LayoutInputs {
         kernel: &kernel,
         kernel_name: &kernel_name,
