@@ -57,6 +57,10 @@ pub struct MeasureArgs {
     /// Layout cloister: guest memory, as `cloister run --memory`.
     #[arg(long, value_name = "SIZE", default_value = crate::config::DEFAULT_MEMORY)]
     pub memory: String,
+    /// Layout cloister: the tenant policy `run --policy` would enforce: a launch it forbids
+    /// is refused here too, and the guest policy it gives is reported with --json.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// Layout cloister: number of virtio-blk disks, as `cloister run --disk` given N times
     /// (each is announced in the ACPI tables and on the command line).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -270,6 +274,11 @@ fn format_measurement(ld: &[u8; LD_SIZE], format: OutputFormat) -> String {
 /// Computes the output text (measurement line or JSON) for `args`.
 pub fn run(args: &MeasureArgs) -> Result<String, MeasureError> {
     match args.layout.as_str() {
+        "qemu-ovmf" if args.policy.is_some() => {
+            return Err(MeasureError::Cloister(
+                "--policy belongs to --layout cloister (the launch `cloister run` makes)".into(),
+            ))
+        }
         "qemu-ovmf" => {}
         "cloister" => return run_cloister(args),
         other => return Err(MeasureError::Layout(other.to_string())),
@@ -464,6 +473,38 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         Some(path) => Some((read("initrd", path)?, path.display().to_string())),
         None => None,
     };
+    let guest_policy = match &args.policy {
+        Some(path) => {
+            let policy = cloister_policy::Policy::from_file(path)
+                .map_err(|e| MeasureError::Cloister(format!("--policy: {e}")))?;
+            let launch = cloister_policy::LaunchDescription {
+                platform: match platform {
+                    Platform::Sim => cloister_policy::LaunchPlatform::Sim,
+                    _ => cloister_policy::LaunchPlatform::Snp,
+                },
+                vcpus: u32::from(vcpus),
+                host_smt_active: None,
+                firmware_abi: None,
+                virtio_devices: (0..args.disks)
+                    .map(|i| cloister_policy::VirtioDeviceInfo {
+                        name: format!("virtio-blk {i}"),
+                        offers_access_platform:
+                            crate::devices::virtio::block::OFFERS_ACCESS_PLATFORM,
+                    })
+                    .collect(),
+                kvm_policy_rule: cloister_policy::KvmPolicyRule::Fixed,
+                request_debug: false,
+                request_migration_agent: false,
+            };
+            policy.check_launch(&launch).map_err(|refusal| {
+                MeasureError::Cloister(format!(
+                    "the policy {} forbids this launch: {refusal}",
+                    path.display()
+                ))
+            })?
+        }
+        None => cloister_attestation::launch::plan::DEFAULT_GUEST_POLICY,
+    };
     let user_cmdline = args
         .append
         .clone()
@@ -479,7 +520,7 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         memory,
         devices: &devices,
         platform,
-        policy: cloister_attestation::launch::plan::DEFAULT_GUEST_POLICY,
+        policy: guest_policy,
         host_data: [0; 32],
     })
     .map_err(|e| MeasureError::Cloister(e.to_string()))?;
@@ -491,6 +532,7 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
             "layout": "cloister",
             "platform": platform.name(),
             "measurement": measurement,
+            "guest_policy": format!("{guest_policy:#x}"),
             "vcpus": summary.vcpus,
             "pages": summary.pages,
             "pages_by_type": summary.pages_by_type,
