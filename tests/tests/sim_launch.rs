@@ -408,3 +408,81 @@ fn a_plain_launch_has_no_cc_blob_and_snp_refuses_here_naming_what_is_missing() {
         "{stderr}"
     );
 }
+
+/// Each launch-time rule of the tenant policy refuses its launch before the VM exists,
+/// naming the rule, in `run` and in `measure --layout cloister`.
+#[test]
+fn launches_the_policy_forbids_are_refused_naming_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let disk_arg = format!("path={},readonly=on", disk.display());
+    let cases: [(&str, &str, &[&str]); 5] = [
+        ("", "launch.require_snp", &["--platform", "none"]),
+        ("", "launch.allow_simulation", &["--platform", "sim"]),
+        (
+            "allow_smt = false\n[launch]\nallow_simulation = true\n",
+            "allow_smt",
+            &["--platform", "sim"],
+        ),
+        (
+            "require_single_socket = true\n[launch]\nallow_simulation = true\n",
+            "require_single_socket",
+            &["--platform", "sim"],
+        ),
+        (
+            "[launch]\nallow_simulation = true\nallow_shared_memory = false\n",
+            "launch.allow_shared_memory",
+            &["--platform", "sim", "--disk", &disk_arg],
+        ),
+    ];
+    for (i, (policy, rule, args)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("policy{i}.toml"));
+        std::fs::write(&file, policy).unwrap();
+        let out = Command::new(cloister())
+            .args(["run", "--sim-root"])
+            .arg(sim_root())
+            .args(*args)
+            .arg("--policy")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{rule}: {stderr}");
+        assert!(
+            stderr.contains(&format!("policy rule `{rule}`")),
+            "{rule}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("launch measurement"),
+            "{rule}: refused before the launch: {stderr}"
+        );
+    }
+    // measure refuses what run refuses.
+    let file = dir.path().join("policy1.toml");
+    let out = Command::new(cloister())
+        .args([
+            "measure",
+            "--layout",
+            "cloister",
+            "--platform",
+            "sim",
+            "--policy",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("launch.allow_simulation"));
+    // A policy that allows it gives the guest policy it derives.
+    let ok = dir.path().join("ok.toml");
+    std::fs::write(&ok, "[launch]\nallow_simulation = true\n").unwrap();
+    let launch = run_sim(&["--policy", ok.to_str().unwrap()], "console=ttyS0");
+    assert_eq!(launch.code, Some(0), "{}", launch.stderr);
+    let report = report_of(&launch.console);
+    assert_eq!(
+        u64::from_le_bytes(report[8..16].try_into().unwrap()),
+        0x3_0000,
+        "POLICY in the report is the one the policy file gives"
+    );
+}
