@@ -1,5 +1,6 @@
 #!/bin/sh
-# Starts one inner VM under the VMM named by $1 (cloister, qemu-microvm or qemu-pc) inside
+# Starts one inner VM under the VMM named by $1 (cloister, cloister-sim, qemu-microvm or
+# qemu-pc) inside
 # the outer VM: the inner Debian kernel, its busybox initramfs and a copy of the marker
 # disk, with the CPU count, memory size and kernel command line from /nested.conf. Each
 # VMM is configured as its users would start a Linux kernel with one virtio disk.
@@ -7,6 +8,15 @@
 case "$1" in
   cloister)
     exec cloister run --kernel /inner/vmlinuz --initrd /inner/initrd.cpio.gz \
+      --cmdline "$INNER_CMDLINE" --cpus "$INNER_CPUS" --memory "$INNER_MEM" \
+      --disk path=/tmp/disk.img --serial stdio
+    ;;
+  cloister-sim)
+    # The same launch on the simulated SEV-SNP platform: the launch plan through the SNP
+    # launcher and the simulated kernel + secure processor, with the simulation root the
+    # harness made on the host (RSA key generation is slow under TCG).
+    exec cloister run --platform sim --sim-root /inner/sim-root \
+      --kernel /inner/vmlinuz --initrd /inner/initrd.cpio.gz \
       --cmdline "$INNER_CMDLINE" --cpus "$INNER_CPUS" --memory "$INNER_MEM" \
       --disk path=/tmp/disk.img --serial stdio
     ;;
@@ -32,7 +42,7 @@ case "$1" in
       -nographic -no-reboot
     ;;
   *)
-    echo "inner-vmm: unknown VMM '$1' (expected cloister, qemu-microvm or qemu-pc)" >&2
+    echo "inner-vmm: unknown VMM '$1' (expected cloister, cloister-sim, qemu-microvm or qemu-pc)" >&2
     exit 2
     ;;
 esac

@@ -82,14 +82,16 @@ done
 
 vmm_list="${vmms//,/ }"
 want_cloister=0
+want_sim=0
 want_microvm=0
 want_pc=0
 for v in $vmm_list; do
   case "$v" in
     cloister) want_cloister=1 ;;
+    cloister-sim) want_cloister=1; want_sim=1 ;;
     qemu-microvm) want_microvm=1 ;;
     qemu-pc) want_pc=1 ;;
-    *) die "unknown inner VMM '$v' (expected cloister, qemu-microvm or qemu-pc)" ;;
+    *) die "unknown inner VMM '$v' (expected cloister, cloister-sim, qemu-microvm or qemu-pc)" ;;
   esac
 done
 [ -n "$vmm_list" ] || die "--vmm is empty"
@@ -278,6 +280,17 @@ cp "$disk" "$outer_root/inner/disk.img"
 
 if [ "$want_cloister" -eq 1 ]; then
   install -m 0755 "$cloister_bin" "$outer_root/bin/cloister"
+fi
+
+if [ "$want_sim" -eq 1 ]; then
+  # The simulation root of trust, made once on this host (by a short sim launch of the
+  # built-in test guest) and copied in: generating RSA-4096 keys under TCG takes minutes.
+  if [ ! -f "$cache/sim-root/ark.key" ] && [ ! -d "$cache/sim-root/certs" ]; then
+    "$cloister_bin" run --platform sim --sim-root "$cache/sim-root" --serial off \
+      --cmdline "cloister_test.attest=off" >/dev/null ||
+      die "creating the simulation root in $cache/sim-root failed"
+  fi
+  cp -r "$cache/sim-root" "$outer_root/inner/sim-root"
 fi
 
 if [ "$want_microvm" -eq 1 ] || [ "$want_pc" -eq 1 ]; then
