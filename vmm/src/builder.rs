@@ -454,7 +454,9 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
             .ok_or(BuildError::Sim(format!(
                 "the plan has no VMSA for vCPU {index}"
             )))?;
-        let cpuid = vcpu.configure(&kvm, config.vcpus, vmsa, index == 0)?;
+        // On sim the guest is a plain KVM guest holding SNP's CC blob: no SEV leaf.
+        let hide_sev = config.platform == Platform::Sim;
+        let cpuid = vcpu.configure(&kvm, config.vcpus, vmsa, index == 0, hide_sev)?;
         if index == 0 {
             bsp_cpuid = cpuid;
         }

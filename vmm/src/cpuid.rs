@@ -194,8 +194,24 @@ pub fn filter_cpuid(entries: &mut Vec<kvm_cpuid_entry2>, topo: VcpuTopology) {
     }
 }
 
+/// The last extended leaf a guest that is not an SEV guest may see.
+pub const MAX_EXTENDED_LEAF_WITHOUT_SEV: u32 = 0x8000_001e;
+
+/// Hides the SEV leaf (0x8000_001F) and the extended leaves above it, lowering the
+/// extended maximum (leaf 0x8000_0000 EAX) to match. For a guest that runs as a plain
+/// KVM guest but is handed SNP's CC blob (the simulated platform): Linux ignores the blob
+/// only when CPUID has no SEV leaf at all, and stops ("SEV-SNP support indicated by CC
+/// blob, but not CPUID") when the leaf exists without SNP active.
+pub fn hide_sev_leaves(entries: &mut Vec<kvm_cpuid_entry2>) {
+    entries.retain(|e| !(e.function > MAX_EXTENDED_LEAF_WITHOUT_SEV && e.function <= 0x8000_ffff));
+    for e in entries.iter_mut().filter(|e| e.function == 0x8000_0000) {
+        e.eax = e.eax.min(MAX_EXTENDED_LEAF_WITHOUT_SEV);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::panic)]
     use super::*;
 
@@ -382,5 +398,25 @@ mod tests {
             [1u8, 2, 3, 4, 5, 8, 9, 254].map(id_bits),
             [0, 1, 2, 2, 3, 3, 4, 8]
         );
+    }
+
+    #[test]
+    fn sev_leaves_are_hidden_and_the_maximum_lowered() {
+        let leaf = |function, eax| kvm_cpuid_entry2 {
+            function,
+            eax,
+            ..Default::default()
+        };
+        let mut entries = vec![
+            leaf(0x8000_0000, 0x8000_0021),
+            leaf(0x8000_001e, 1),
+            leaf(0x8000_001f, 0x1_000f),
+            leaf(0x8000_0021, 1),
+            leaf(0x4000_0000, 0x4000_0001),
+        ];
+        hide_sev_leaves(&mut entries);
+        let functions: Vec<u32> = entries.iter().map(|e| e.function).collect();
+        assert_eq!(functions, [0x8000_0000, 0x8000_001e, 0x4000_0000]);
+        assert_eq!(entries[0].eax, 0x8000_001e);
     }
 }

@@ -21,7 +21,7 @@ use super::vm::Vm;
 use super::vmsa_regs::{fpu_from_vmsa, regs_from_vmsa, sregs_from_vmsa};
 use crate::boot::gdt::{boot_gdt, segment_from_gdt, BOOT_CS, BOOT_DS, BOOT_TSS};
 use crate::boot::layout::{BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, ZERO_PAGE_START};
-use crate::cpuid::{filter_cpuid, VcpuTopology};
+use crate::cpuid::{filter_cpuid, hide_sev_leaves, VcpuTopology};
 use crate::devices::bus::Bus;
 use crate::devices::exit::ExitHandle;
 use crate::snp::abi::{KVM_HC_MAP_GPA_RANGE, KVM_SYSTEM_EVENT_SEV_TERM};
@@ -332,7 +332,8 @@ impl Vcpu {
     }
 
     /// Sets CPUID, MSRs and the LAPIC, and the registers from the launch plan's VMSA
-    /// state for this vCPU; the APs (`is_bsp` false) then wait for INIT/SIPI. Returns the
+    /// state for this vCPU; the APs (`is_bsp` false) then wait for INIT/SIPI. With
+    /// `hide_sev` the SEV leaf is left out of its CPUID ([`hide_sev_leaves`]). Returns the
     /// CPUID entries it gave the vCPU.
     pub fn configure(
         &self,
@@ -340,6 +341,7 @@ impl Vcpu {
         count: u8,
         vmsa: &Vmsa,
         is_bsp: bool,
+        hide_sev: bool,
     ) -> Result<Vec<kvm_cpuid_entry2>, VcpuError> {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -354,6 +356,9 @@ impl Vcpu {
                 tsc_deadline,
             },
         );
+        if hide_sev {
+            hide_sev_leaves(&mut entries);
+        }
         let cpuid = CpuId::from_entries(&entries).map_err(|_| VcpuError::Setup {
             index: self.index,
             what: "building the CPUID table",
