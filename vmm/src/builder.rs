@@ -14,6 +14,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
 use crate::acpi;
+use crate::backend::{BackendError, LaunchBackend, PlainBackend, SnpBackend};
 use crate::boot::kernel::{detect_format, LoadError};
 use crate::boot::layout::{
     ACPI_SLEEP_CONTROL_PORT, CMOS_RTC_PORT, CMOS_RTC_PORT_COUNT, COM1_IRQ, COM1_PORT,
@@ -33,22 +34,19 @@ use crate::devices::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::virtio;
 use crate::event_loop::{self, LoopEnd, TerminalInput};
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
-use crate::snp::cpuid_page::cpuid_page;
 use crate::snp::host::SnpHost;
 use crate::snp::kvm::{kvm_accepts_policy, KvmSnpHost};
-use crate::snp::launcher::{LaunchError, SnpLauncher};
+use crate::snp::launcher::LaunchError;
 use crate::snp::sim::SimSnpHost;
 use crate::vstate::vcpu::{kick_signal, register_kick_handler, Vcpu, VcpuError, VcpuStop};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
-use cloister_attestation::launch::digest::PageType;
-use cloister_attestation::launch::plan::{LaunchPlan, DEFAULT_GUEST_POLICY};
+use cloister_attestation::launch::plan::DEFAULT_GUEST_POLICY;
 use cloister_attestation::launch::vmsa::Vmsa;
 use cloister_attestation::sim::{SimPsp, SimRoot, SIM_FIRMWARE};
 use cloister_policy::{
     KvmPolicyRule, LaunchDescription, LaunchPlatform, LaunchRefusal, VirtioDeviceInfo,
 };
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Bytes, GuestAddress};
 
 /// How long the monitor keeps kicking vCPU threads before it stops waiting for them.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,6 +140,9 @@ pub enum BuildError {
     /// The SEV-SNP launch failed.
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// The platform could not launch the plan.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     /// The simulated platform could not be set up.
     #[error("{0}")]
     Sim(String),
@@ -211,29 +212,12 @@ pub struct Vmm {
     kvm: Kvm,
     // Declared before `mem` so the vCPUs (which run on it) are dropped first.
     vcpus: Vec<Vcpu>,
-    platform_vm: PlatformVm,
+    backend: Box<dyn LaunchBackend>,
     mem: GuestMemoryMmap,
     exit: ExitHandle,
     serial: Arc<Mutex<SerialConsole<ConsoleOutput>>>,
     stdio_console: bool,
     launch: LaunchSummary,
-}
-
-/// The VM as the platform holds it.
-enum PlatformVm {
-    /// A plain KVM VM (`none`).
-    Plain(Vm),
-    /// An SNP host, real or simulated, which owns the VM.
-    Snp(Arc<dyn SnpHost>),
-}
-
-impl PlatformVm {
-    fn vm(&self) -> &Vm {
-        match self {
-            PlatformVm::Plain(vm) => vm,
-            PlatformVm::Snp(host) => host.vm(),
-        }
-    }
 }
 
 /// What was launched: the platform, the measurement `cloister measure` predicts for this
@@ -324,14 +308,9 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     }
     let mem = create_guest_memory(config.memory)?;
 
-    let mut launcher = None;
     let mut sim_psp = None;
-    let platform_vm = match config.platform {
-        Platform::None => {
-            let vm = Vm::new(&kvm)?;
-            vm.register_memory(&mem)?;
-            PlatformVm::Plain(vm)
-        }
+    let mut backend: Box<dyn LaunchBackend> = match config.platform {
+        Platform::None => Box::new(PlainBackend::new(Vm::new(&kvm)?)),
         Platform::Sim | Platform::Snp => {
             let host: Arc<dyn SnpHost> = if config.platform == Platform::Sim {
                 let root = SimRoot::load_or_create(&config.sim_root).map_err(|e| {
@@ -353,14 +332,16 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
             } else {
                 open_snp_host(kvm_path, &config.sev_device, plan.policy)?
             };
-            let mut l = SnpLauncher::new(host.clone())?;
-            l.add_memory(&mem)?;
-            l.launch_start(plan.policy)?;
-            launcher = Some(l);
-            PlatformVm::Snp(host)
+            let mut snp = SnpBackend::new(host)?;
+            snp.add_memory(&mem)?;
+            snp.start(plan.policy)?;
+            Box::new(snp)
         }
     };
-    let vm = platform_vm.vm();
+    if config.platform == Platform::None {
+        backend.add_memory(&mem)?;
+    }
+    let vm = backend.vm();
 
     let exit = ExitHandle::new().map_err(host("creating the exit event"))?;
     let mut pio = Bus::new();
@@ -437,18 +418,15 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     let mut bsp_cpuid = Vec::new();
     for index in 0..config.vcpus {
-        let vcpu = match (&launcher, &platform_vm) {
-            (Some(l), PlatformVm::Snp(host)) => Vcpu::from_fd(
-                l.create_vcpu(index)?,
-                index,
-                pio.clone(),
-                mmio.clone(),
-                exit.clone(),
-                Some(host.clone()),
-                allow_shared,
-            ),
-            _ => Vcpu::new(vm, index, pio.clone(), mmio.clone(), exit.clone())?,
-        };
+        let vcpu = Vcpu::from_fd(
+            backend.create_vcpu(index)?,
+            index,
+            pio.clone(),
+            mmio.clone(),
+            exit.clone(),
+            backend.exit_handler(),
+            allow_shared,
+        );
         let vmsa = vmsas
             .get(usize::from(index))
             .ok_or(BuildError::Sim(format!(
@@ -462,23 +440,15 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         }
         vcpus.push(vcpu);
     }
-
-    match &mut launcher {
-        None => copy_plan(&mem, &plan)?,
-        Some(l) => {
-            let cpuid = cpuid_page(&bsp_cpuid);
-            let stats = l.launch_regions(&plan, &cpuid)?.clone();
-            let fds: Vec<&VcpuFd> = vcpus.iter().map(|v| v.fd()).collect();
-            l.finish(&plan, &fds)?;
-            log::info!(
-                "SEV-SNP launch on {}: {} pages in {} LAUNCH_UPDATE calls, {} CPUID retries",
-                l.host().name(),
-                stats.pages,
-                stats.update_calls,
-                stats.cpuid_retries
-            );
-        }
-    }
+    let fds: Vec<&VcpuFd> = vcpus.iter().map(|v| v.fd()).collect();
+    let stats = backend.launch(&plan, &mem, &fds, &bsp_cpuid)?;
+    log::info!(
+        "launch on {}: {} pages, {} LAUNCH_UPDATE calls, {} CPUID retries",
+        backend.name(),
+        stats.pages,
+        stats.update_calls,
+        stats.cpuid_retries
+    );
     // The digest is the prediction of a measured launch; a plain one skips it.
     let launch = LaunchSummary {
         platform: config.platform,
@@ -494,7 +464,7 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     Ok(Vmm {
         kvm,
         vcpus,
-        platform_vm,
+        backend,
         mem,
         exit,
         serial,
@@ -571,25 +541,6 @@ fn guest_cmdline(user: &str, slots: &[MmioSlot]) -> String {
     cmdline
 }
 
-/// The `none` platform's launch: the plan's bytes copied into guest memory, in order.
-/// ZERO pages need nothing (fresh guest memory is zero); a plan for `none` has no CPUID
-/// or secrets pages.
-fn copy_plan(mem: &GuestMemoryMmap, plan: &LaunchPlan<'_>) -> Result<(), BuildError> {
-    for region in plan.regions() {
-        if region.page_type() == PageType::Vmsa {
-            continue;
-        }
-        if let Some(bytes) = region.bytes() {
-            mem.write_slice(bytes, GuestAddress(region.gpa()))
-                .map_err(|e| BuildError::GuestMemory {
-                    what: "a launch-plan region",
-                    reason: format!("{} at {:#x}: {e}", region.role(), region.gpa()),
-                })?;
-        }
-    }
-    Ok(())
-}
-
 fn open_snp_host(
     kvm_path: &Path,
     sev_path: &Path,
@@ -658,7 +609,7 @@ impl Vmm {
         let Vmm {
             kvm: _kvm,
             vcpus,
-            platform_vm: _platform_vm,
+            backend: _backend,
             mem: _mem,
             exit,
             serial,

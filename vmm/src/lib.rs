@@ -2,6 +2,7 @@
 //! backends, and the command-line front ends of the `cloister` binary.
 
 pub mod acpi;
+pub mod backend;
 pub mod boot;
 pub mod builder;
 pub mod cli;
