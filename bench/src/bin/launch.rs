@@ -925,9 +925,9 @@ fn measurements(options: &Options, cloister: &Path) -> Result<(), String> {
         if let Some((payload, init_size)) = bzimage_sizes(&image) {
             println!(
                 "the kernel is a bzImage: {:.2} MiB of protected-mode code in the file, init_size \
-                 {:.2} MiB; the layout measures 1 MiB .. 1 MiB + max(file, init_size) as NORMAL \
-                 pages, so the all-zero pages above are the room the kernel decompresses into, \
-                 encrypted and hashed by the PSP like code",
+                 {:.2} MiB; the layout loads 1 MiB .. 1 MiB + max(file, init_size), and its \
+                 all-zero pages (the room the kernel decompresses into) go in as ZERO pages, \
+                 so only the file's bytes are hashed as NORMAL pages",
                 payload as f64 / MIB,
                 init_size as f64 / MIB
             );
