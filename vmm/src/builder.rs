@@ -143,9 +143,9 @@ pub enum BuildError {
     /// The platform could not launch the plan.
     #[error(transparent)]
     Backend(#[from] BackendError),
-    /// The simulated platform could not be set up.
+    /// The platform (sim root, real SNP host, plan VMSAs) could not be set up.
     #[error("{0}")]
-    Sim(String),
+    Platform(String),
     /// A host resource (eventfd, thread, epoll) failed.
     #[error("{what}: {source}")]
     Host {
@@ -240,6 +240,23 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
     })
 }
 
+/// The kernel's bytes and the name messages give it: the user's file, or the built-in
+/// test guest (for `run` and `measure --layout cloister` alike).
+pub fn kernel_image(source: &KernelSource) -> Result<(Vec<u8>, String), BuildError> {
+    match source {
+        KernelSource::File(path) => {
+            Ok((read_file("kernel image", path)?, path.display().to_string()))
+        }
+        KernelSource::BuiltIn if crate::test_guest::ELF.is_empty() => {
+            Err(BuildError::NoBuiltInGuest)
+        }
+        KernelSource::BuiltIn => Ok((
+            crate::test_guest::ELF.to_vec(),
+            "(built-in test guest)".to_string(),
+        )),
+    }
+}
+
 /// Builds the VM described by `config` on the KVM device at `kvm_path` (normally
 /// [`crate::vstate::vm::KVM_PATH`]).
 ///
@@ -250,26 +267,22 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
 pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     // The tenant policy first: a launch it forbids is refused before anything exists.
     let guest_policy = match &config.policy {
-        Some((policy, path)) => {
-            policy
-                .check_launch(&describe_launch(config))
-                .map_err(|refusal| BuildError::Policy {
-                    path: path.clone(),
-                    refusal,
-                })?
-        }
+        Some((policy, path)) => policy
+            .check_launch(&describe_launch(
+                config.platform,
+                config.vcpus,
+                config.disks.iter().map(|d| d.path.display().to_string()),
+                std::fs::read_to_string("/sys/devices/system/cpu/smt/active")
+                    .ok()
+                    .map(|s| s.trim() == "1"),
+            ))
+            .map_err(|refusal| BuildError::Policy {
+                path: path.clone(),
+                refusal,
+            })?,
         None => DEFAULT_GUEST_POLICY,
     };
-    let (kernel_image, kernel_name) = match &config.kernel {
-        KernelSource::File(path) => (read_file("kernel image", path)?, path.display().to_string()),
-        KernelSource::BuiltIn if crate::test_guest::ELF.is_empty() => {
-            return Err(BuildError::NoBuiltInGuest)
-        }
-        KernelSource::BuiltIn => (
-            crate::test_guest::ELF.to_vec(),
-            "(built-in test guest)".to_string(),
-        ),
-    };
+    let (kernel_image, kernel_name) = kernel_image(&config.kernel)?;
     let initrd = match &config.initrd {
         Some(path) => Some((read_file("initrd", path)?, path.display().to_string())),
         None => None,
@@ -314,14 +327,14 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         Platform::Sim | Platform::Snp => {
             let host: Arc<dyn SnpHost> = if config.platform == Platform::Sim {
                 let root = SimRoot::load_or_create(&config.sim_root).map_err(|e| {
-                    BuildError::Sim(format!(
+                    BuildError::Platform(format!(
                         "the simulation root in {}: {e}",
                         config.sim_root.display()
                     ))
                 })?;
                 let certs = config.sim_root.join("certs");
                 root.export_cert_dir(&certs).map_err(|e| {
-                    BuildError::Sim(format!(
+                    BuildError::Platform(format!(
                         "exporting the simulation certificates to {}: {e}",
                         certs.display()
                     ))
@@ -429,7 +442,7 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         );
         let vmsa = vmsas
             .get(usize::from(index))
-            .ok_or(BuildError::Sim(format!(
+            .ok_or(BuildError::Platform(format!(
                 "the plan has no VMSA for vCPU {index}"
             )))?;
         // On sim the guest is a plain KVM guest holding SNP's CC blob: no SEV leaf.
@@ -473,29 +486,32 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     })
 }
 
-/// What the tenant policy is asked to allow.
-fn describe_launch(config: &VmConfig) -> LaunchDescription {
+/// What the tenant policy is asked to allow: a launch on `platform` with `vcpus` and one
+/// virtio-blk device per name in `disks`, on a host whose SMT is `host_smt_active` (unknown:
+/// the firmware enforces an SMT-forbidding policy itself). Shared by `run` and `measure`.
+pub fn describe_launch(
+    platform: Platform,
+    vcpus: u8,
+    disks: impl Iterator<Item = String>,
+    host_smt_active: Option<bool>,
+) -> LaunchDescription {
     LaunchDescription {
-        platform: match config.platform {
+        platform: match platform {
             Platform::None => LaunchPlatform::None,
             Platform::Sim => LaunchPlatform::Sim,
             Platform::Snp => LaunchPlatform::Snp,
         },
-        vcpus: u32::from(config.vcpus),
-        host_smt_active: std::fs::read_to_string("/sys/devices/system/cpu/smt/active")
-            .ok()
-            .map(|s| s.trim() == "1"),
-        firmware_abi: match config.platform {
+        vcpus: u32::from(vcpus),
+        host_smt_active,
+        firmware_abi: match platform {
             Platform::Sim => Some((SIM_FIRMWARE.major, SIM_FIRMWARE.minor)),
             // Real firmware enforces the ABI minimum at LAUNCH_START.
             Platform::Snp | Platform::None => None,
         },
-        virtio_devices: config
-            .disks
-            .iter()
+        virtio_devices: disks
             .enumerate()
-            .map(|(i, d)| VirtioDeviceInfo {
-                name: format!("virtio-blk {i} ({})", d.path.display()),
+            .map(|(i, path)| VirtioDeviceInfo {
+                name: format!("virtio-blk {i} ({path})"),
                 offers_access_platform: virtio::block::OFFERS_ACCESS_PLATFORM,
             })
             .collect(),
@@ -547,10 +563,10 @@ fn open_snp_host(
     policy: u64,
 ) -> Result<Arc<dyn SnpHost>, BuildError> {
     let host = KvmSnpHost::open(kvm_path, sev_path)
-        .map_err(|e| BuildError::Sim(format!("--platform snp: {e}")))?;
+        .map_err(|e| BuildError::Platform(format!("--platform snp: {e}")))?;
     // Refused here, before LAUNCH_START, with the rule named.
     kvm_accepts_policy(policy, host.capabilities())
-        .map_err(|e| BuildError::Sim(format!("--platform snp: {e}")))?;
+        .map_err(|e| BuildError::Platform(format!("--platform snp: {e}")))?;
     Ok(Arc::new(host))
 }
 

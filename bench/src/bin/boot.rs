@@ -22,10 +22,12 @@
 //! (QEMU gets an `isa-debug-exit` device there; it then exits with (0 << 1) | 1 = 1).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use cloister_bench::cloister_binary;
 
 /// The first bytes the guest prints.
 const MARKER: &[u8] = b"CLOISTER-GUEST: boot";
@@ -83,35 +85,6 @@ fn parse_options() -> Result<Options, String> {
         }
     }
     Ok(options)
-}
-
-/// `cloister` next to this executable, built first with cargo for the same profile.
-fn cloister_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let dir = exe
-        .parent()
-        .ok_or("this executable has no parent directory")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut build = Command::new(&cargo);
-    build.args(["build", "-p", "cloister-vmm", "--bin", "cloister"]);
-    match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => {}
-        Some("release") => {
-            build.arg("--release");
-        }
-        Some(profile) => {
-            build.args(["--profile", profile]);
-        }
-        None => return Err("cannot tell the cargo profile of this executable".into()),
-    }
-    let status = build
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .status()
-        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if !status.success() {
-        return Err(format!("building cloister failed: {status}"));
-    }
-    Ok(dir.join("cloister"))
 }
 
 /// One monitor under test.

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cloister_attestation::launch::digest::{PageType, PAGE_SIZE};
 use cloister_attestation::launch::plan::{RegionRole, DEFAULT_GUEST_POLICY};
+use cloister_bench::{cloister_binary, workspace_root};
 use cloister_vmm::boot::plan::{cloister_plan, LayoutInputs, Platform};
 use cloister_vmm::memory::MemorySize;
 use cloister_vmm::test_guest::{ATTEST_PREFIX, BOOT_MARKER, ELF, REPORT_PREFIX};
@@ -108,11 +109,6 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
 /// Cargo's target directory, as the nested harness finds it.
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -120,35 +116,6 @@ fn target_dir() -> PathBuf {
         Some(dir) => workspace_root().join(dir),
         None => workspace_root().join("target"),
     }
-}
-
-/// `cloister` next to this executable, built first with cargo for the same profile.
-fn cloister_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let dir = exe
-        .parent()
-        .ok_or("this executable has no parent directory")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut build = Command::new(&cargo);
-    build.args(["build", "-q", "-p", "cloister-vmm", "--bin", "cloister"]);
-    match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => {}
-        Some("release") => {
-            build.arg("--release");
-        }
-        Some(profile) => {
-            build.args(["--profile", profile]);
-        }
-        None => return Err("cannot tell the cargo profile of this executable".into()),
-    }
-    let status = build
-        .current_dir(workspace_root())
-        .status()
-        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if !status.success() {
-        return Err(format!("building cloister failed: {status}"));
-    }
-    Ok(dir.join("cloister"))
 }
 
 // ---------------------------------------------------------------------------------------

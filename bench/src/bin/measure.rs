@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cloister_attestation::launch::{cpu_types, qemu_ovmf_plan, QemuOvmfParams, VmmType};
+use cloister_bench::workspace_root;
 use cloister_firmware::synthetic::SyntheticOvmf;
 use cloister_firmware::{OvmfImage, SevHashes};
 
@@ -28,13 +29,6 @@ const SSM_VERSION: &str = "0.0.13";
 const DEBIAN_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 const VCPUS: u32 = 4;
 const VCPU_TYPE: &str = "EPYC-Milan";
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -457,18 +457,12 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         .map_err(|e: crate::memory::MemoryError| MeasureError::Cloister(e.to_string()))?;
     crate::memory::validate_size(memory, None)
         .map_err(|e| MeasureError::Cloister(e.to_string()))?;
-    let (kernel, kernel_name) = match &args.kernel {
-        Some(path) => (read("kernel", path)?, path.display().to_string()),
-        None if crate::test_guest::ELF.is_empty() => {
-            return Err(MeasureError::Cloister(
-                "no built-in test guest in this build: give --kernel PATH".into(),
-            ))
-        }
-        None => (
-            crate::test_guest::ELF.to_vec(),
-            "(built-in test guest)".to_string(),
-        ),
-    };
+    let source = args.kernel.clone().map_or(
+        crate::config::KernelSource::BuiltIn,
+        crate::config::KernelSource::File,
+    );
+    let (kernel, kernel_name) =
+        crate::builder::kernel_image(&source).map_err(|e| MeasureError::Cloister(e.to_string()))?;
     let initrd = match args.initrd.as_deref().filter(|p| !p.as_os_str().is_empty()) {
         Some(path) => Some((read("initrd", path)?, path.display().to_string())),
         None => None,
@@ -477,25 +471,12 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         Some(path) => {
             let policy = cloister_policy::Policy::from_file(path)
                 .map_err(|e| MeasureError::Cloister(format!("--policy: {e}")))?;
-            let launch = cloister_policy::LaunchDescription {
-                platform: match platform {
-                    Platform::Sim => cloister_policy::LaunchPlatform::Sim,
-                    _ => cloister_policy::LaunchPlatform::Snp,
-                },
-                vcpus: u32::from(vcpus),
-                host_smt_active: None,
-                firmware_abi: None,
-                virtio_devices: (0..args.disks)
-                    .map(|i| cloister_policy::VirtioDeviceInfo {
-                        name: format!("virtio-blk {i}"),
-                        offers_access_platform:
-                            crate::devices::virtio::block::OFFERS_ACCESS_PLATFORM,
-                    })
-                    .collect(),
-                kvm_policy_rule: cloister_policy::KvmPolicyRule::Fixed,
-                request_debug: false,
-                request_migration_agent: false,
-            };
+            let launch = crate::builder::describe_launch(
+                platform,
+                vcpus,
+                (0..args.disks).map(|i| format!("disk {i}")),
+                None,
+            );
             policy.check_launch(&launch).map_err(|refusal| {
                 MeasureError::Cloister(format!(
                     "the policy {} forbids this launch: {refusal}",

@@ -28,7 +28,6 @@ pub struct GuestRequestDoorbell {
     psp: Arc<Mutex<SimPsp>>,
     mem: GuestMemoryMmap,
     status: u32,
-    served: u64,
 }
 
 impl GuestRequestDoorbell {
@@ -38,13 +37,7 @@ impl GuestRequestDoorbell {
             psp,
             mem,
             status: VMM_ERROR,
-            served: 0,
         }
-    }
-
-    /// Requests answered so far (refusals included).
-    pub fn served(&self) -> u64 {
-        self.served
     }
 
     fn serve(&mut self, gpa: u64) -> u32 {
@@ -64,7 +57,6 @@ impl GuestRequestDoorbell {
             let mut psp = self.psp.lock().unwrap_or_else(|p| p.into_inner());
             psp.guest_request(&request, &mut response)
         };
-        self.served += 1;
         if status.is_success()
             && self
                 .mem

@@ -42,12 +42,10 @@ pub enum LaunchError {
         source: HostError,
     },
     /// The firmware rejected the CPUID page twice.
-    #[error("SEV-SNP launch: the firmware rejected the CPUID page at {gpa:#x} again after correcting it ({changed} entries differed the first time)")]
+    #[error("SEV-SNP launch: the firmware rejected the CPUID page at {gpa:#x} again after correcting it")]
     CpuidRejected {
         /// The page's GPA.
         gpa: u64,
-        /// Entries the firmware changed on the first attempt.
-        changed: usize,
     },
     /// LAUNCH_UPDATE stopped making progress.
     #[error("SEV-SNP launch: LAUNCH_UPDATE of {what} at {gpa:#x} made no progress ({left:#x} bytes left)")]
@@ -303,7 +301,7 @@ impl SnpLauncher {
                     update = before;
                 }
                 Err(e) if kind == page_type::CPUID && e.fw_error == SEV_RET_INVALID_PARAM => {
-                    return Err(LaunchError::CpuidRejected { gpa, changed: 0 });
+                    return Err(LaunchError::CpuidRejected { gpa });
                 }
                 Err(e) => return Err(self.err(e)),
             }

@@ -17,7 +17,6 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 
-use super::vm::Vm;
 use super::vmsa_regs::{fpu_from_vmsa, regs_from_vmsa, sregs_from_vmsa};
 use crate::boot::gdt::{boot_gdt, segment_from_gdt, BOOT_CS, BOOT_DS, BOOT_TSS};
 use crate::boot::layout::{BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, ZERO_PAGE_START};
@@ -275,26 +274,7 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    /// Creates vCPU `index` (also its APIC ID).
-    pub fn new(
-        vm: &Vm,
-        index: u8,
-        pio: Arc<Bus>,
-        mmio: Arc<Bus>,
-        exit: ExitHandle,
-    ) -> Result<Self, VcpuError> {
-        let fd = vm
-            .fd()
-            .create_vcpu(u64::from(index))
-            .map_err(|source| VcpuError::Setup {
-                index,
-                what: "KVM_CREATE_VCPU",
-                source,
-            })?;
-        Ok(Self::from_fd(fd, index, pio, mmio, exit, None, true))
-    }
-
-    /// Wraps vCPU `index`, created elsewhere (by an SNP launcher); `snp` handles its
+    /// Wraps vCPU `index` (also its APIC ID), created by the launch backend; `snp` handles its
     /// page-state-change and memory-fault exits; `allow_shared` is the tenant policy's
     /// `launch.allow_shared_memory` (a refused conversion fails the guest's request).
     pub fn from_fd(
