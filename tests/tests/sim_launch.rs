@@ -486,3 +486,89 @@ fn launches_the_policy_forbids_are_refused_naming_the_rule() {
         "POLICY in the report is the one the policy file gives"
     );
 }
+
+/// The DER length of the one certificate in a PEM file.
+fn der_len(pem_path: &Path) -> usize {
+    let text = std::fs::read_to_string(pem_path).unwrap();
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    // base64 without padding arithmetic: decoded length = 3/4 of the text minus padding.
+    body.len() / 4 * 3 - body.chars().rev().take_while(|c| *c == '=').count()
+}
+
+#[test]
+fn the_guest_gets_the_certificate_table_over_the_ghcb() {
+    // Default: the simulation root's chain, in the GHCB table order ARK, ASK, VCEK.
+    let run = run_sim(&[], "console=ttyS0");
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, run.console);
+    assert!(
+        run.console
+            .contains("GHCB: simulated SNP platform (VMGEXIT by doorbell"),
+        "{}",
+        run.console
+    );
+    let certs = sim_root().join("certs");
+    let expected = format!(
+        "CLOISTER-CERTS: 3 in the table ARK={} ASK={} VCEK={}",
+        der_len(&certs.join("ark.pem")),
+        der_len(&certs.join("ask.pem")),
+        der_len(&certs.join("vcek.pem"))
+    );
+    assert!(
+        run.console.contains(&expected),
+        "want {expected}:\n{}",
+        run.console
+    );
+
+    // A buffer of one page is too small for the three certificates: the host answers
+    // "invalid length" with the pages it needs, the guest asks again without the buffer,
+    // and the report still comes back and verifies.
+    let run = run_sim(&[], "console=ttyS0 cloister_test.cert_pages=1");
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, run.console);
+    assert!(
+        run.console
+            .contains("CLOISTER-CERTS: buffer too small: the host needs 2 pages"),
+        "{}",
+        run.console
+    );
+    assert!(
+        run.console.contains("CLOISTER-ATTEST: ok"),
+        "{}",
+        run.console
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("console.log");
+    std::fs::write(&log, &run.console).unwrap();
+    let (code, out) = verify(&log, "", true);
+    assert_eq!(code, Some(0), "{out}");
+
+    // The user's certificates are served instead when given (here a real Milan chain:
+    // the guest only sees the table, the report is still the simulation's).
+    let vectors = workspace_root().join("../shared/vectors/snp/milan-v2-vcek");
+    let run = run_sim(
+        &["--guest-certs", vectors.to_str().unwrap()],
+        "console=ttyS0",
+    );
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, run.console);
+    let vcek = std::fs::metadata(vectors.join("vek.der")).unwrap().len();
+    assert!(
+        run.console.contains(&format!("VCEK={vcek}")),
+        "{}",
+        run.console
+    );
+    // A directory without certificates is refused before the VM exists, naming it.
+    let empty = tempfile::tempdir().unwrap();
+    let run = run_sim(
+        &["--guest-certs", empty.path().to_str().unwrap()],
+        "console=ttyS0",
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&empty.path().display().to_string()),
+        "{}",
+        run.stderr
+    );
+}

@@ -27,18 +27,21 @@ use crate::boot::zero_page::ZeroPageError;
 use crate::config::{DiskSpec, KernelSource, SerialMode, VmConfig};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::exit::ExitHandle;
-use crate::devices::guest_request::GuestRequestDoorbell;
 use crate::devices::legacy::{AcpiSleepControl, DebugExit, I8042};
 use crate::devices::rtc::CmosRtc;
 use crate::devices::serial::{ConsoleOutput, SerialConsole};
+use crate::devices::sim_vmgexit::SimVmgexit;
 use crate::devices::virtio;
 use crate::event_loop::{self, LoopEnd, TerminalInput};
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
+use crate::snp::certs::CertTable;
 use crate::snp::host::SnpHost;
 use crate::snp::kvm::{kvm_accepts_policy, KvmSnpHost};
 use crate::snp::launcher::LaunchError;
 use crate::snp::sim::SimSnpHost;
-use crate::vstate::vcpu::{kick_signal, register_kick_handler, Vcpu, VcpuError, VcpuStop};
+use crate::vstate::vcpu::{
+    kick_signal, register_kick_handler, SnpExits, Vcpu, VcpuError, VcpuStop,
+};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
 use cloister_attestation::launch::plan::DEFAULT_GUEST_POLICY;
 use cloister_attestation::launch::vmsa::Vmsa;
@@ -321,6 +324,14 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     }
     let mem = create_guest_memory(config.memory)?;
 
+    // The certificates served with the guest's report requests: the user's, or on sim
+    // the simulation root's (exported below); none on snp unless given.
+    let mut guest_certs = match &config.guest_certs {
+        Some(dir) => Some(Arc::new(
+            CertTable::from_dir(dir).map_err(BuildError::Platform)?,
+        )),
+        None => None,
+    };
     let mut sim_psp = None;
     let mut backend: Box<dyn LaunchBackend> = match config.platform {
         Platform::None => Box::new(PlainBackend::new(Vm::new(&kvm)?)),
@@ -339,13 +350,27 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
                         certs.display()
                     ))
                 })?;
+                if guest_certs.is_none() {
+                    guest_certs = Some(Arc::new(
+                        CertTable::from_dir(&certs).map_err(BuildError::Platform)?,
+                    ));
+                }
                 let psp = Arc::new(Mutex::new(SimPsp::new(Arc::new(root))));
                 sim_psp = Some(psp.clone());
                 Arc::new(SimSnpHost::new(&kvm, psp)?)
             } else {
                 open_snp_host(kvm_path, &config.sev_device, plan.policy)?
             };
-            let mut snp = SnpBackend::new(host)?;
+            let mut snp = SnpBackend::new(host.clone())?;
+            if guest_certs.is_some() {
+                host.snp_enable_req_certs().map_err(|e| {
+                    BuildError::Platform(format!(
+                        "serving certificates to the guest needs KVM_EXIT_SNP_REQ_CERTS \
+                         (Linux 7.0+): {e}; run without --guest-certs to give the guest an \
+                         empty certificate table"
+                    ))
+                })?;
+            }
             snp.add_memory(&mem)?;
             snp.start(plan.policy)?;
             Box::new(snp)
@@ -401,16 +426,19 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         CMOS_RTC_PORT_COUNT,
     )
     .map_err(bus_err("the CMOS RTC"))?;
+    let mut vmgexit_ports = None;
     if let Some(psp) = &sim_psp {
-        pio.insert(
-            Arc::new(Mutex::new(GuestRequestDoorbell::new(
-                psp.clone(),
-                mem.clone(),
-            ))),
-            GUEST_REQUEST_PORT,
-            4,
-        )
-        .map_err(bus_err("the guest-request doorbell"))?;
+        let (device, ports) = SimVmgexit::new(
+            psp.clone(),
+            mem.clone(),
+            guest_certs
+                .clone()
+                .unwrap_or_else(|| Arc::new(CertTable::empty())),
+            GUEST_REQUEST_PORT..GUEST_REQUEST_PORT + 4,
+        );
+        pio.insert(Arc::new(Mutex::new(device)), GUEST_REQUEST_PORT, 4)
+            .map_err(bus_err("the simulated VMGEXIT doorbell"))?;
+        vmgexit_ports = Some(ports);
     }
 
     attach_virtio_disks(vm, &mem, &mut mmio, &config.disks, &slots)?;
@@ -418,6 +446,10 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
     register_kick_handler()
         .map_err(|e| host("installing the vCPU kick signal handler")(e.into()))?;
     let pio = Arc::new(pio);
+    if let Some(ports) = vmgexit_ports {
+        // Set once, here; the device holds only a weak handle (the bus holds it).
+        let _ = ports.set(Arc::downgrade(&pio));
+    }
     let mmio = Arc::new(mmio);
     let vmsas: Vec<&Vmsa> = plan
         .regions()
@@ -428,6 +460,15 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         .policy
         .as_ref()
         .is_none_or(|(p, _)| p.allows_conversion_to_shared());
+    let snp_exits = backend.exit_handler().map(|host| SnpExits {
+        host,
+        allow_shared,
+        // On sim the simulated VMGEXIT serves them; on snp KVM exits for them.
+        certs: match config.platform {
+            Platform::Snp => guest_certs.clone().map(|t| (t, mem.clone())),
+            _ => None,
+        },
+    });
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     let mut bsp_cpuid = Vec::new();
     for index in 0..config.vcpus {
@@ -437,8 +478,7 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
             pio.clone(),
             mmio.clone(),
             exit.clone(),
-            backend.exit_handler(),
-            allow_shared,
+            snp_exits.clone(),
         );
         let vmsa = vmsas
             .get(usize::from(index))

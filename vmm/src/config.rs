@@ -155,6 +155,8 @@ pub struct VmConfig {
     pub sev_device: PathBuf,
     /// The tenant policy enforced at launch (`--policy`), with the file's name.
     pub policy: Option<(cloister_policy::Policy, PathBuf)>,
+    /// Certificates served with the guest's extended report requests (`--guest-certs`).
+    pub guest_certs: Option<PathBuf>,
 }
 
 /// The default directory of the simulation root: `$CLOISTER_SIM_ROOT`, else
@@ -220,6 +222,8 @@ pub struct VmRequest {
     pub sev_device: Option<PathBuf>,
     /// `--policy`: the tenant policy file.
     pub policy: Option<PathBuf>,
+    /// `--guest-certs`: the certificate directory served to the guest.
+    pub guest_certs: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -276,6 +280,7 @@ impl VmConfig {
                 )),
                 None => None,
             },
+            guest_certs: req.guest_certs.clone(),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Asking the AMD secure processor (PSP) for an attestation report: MSG_REPORT_REQ and
 //! MSG_REPORT_RSP (SNP-FACTS §5.4) in guest messages (`guest_msg.rs`), sent over a
-//! [`Transport`]. On the simulated platform the transport is the VMM's doorbell; on real
-//! SNP it is the GHCB guest request (not implemented: this guest has no #VC handler).
+//! [`Transport`]: the GHCB guest request (SNP-FACTS §1.11), whose VMGEXIT is `rep vmmcall`
+//! on real SNP and a doorbell port write on the simulated platform (`ghcb_io.rs`).
 //!
 //! [`Session`] keeps the VMPCK copy and the message sequence number as Linux's
 //! `snp_send_guest_request` does: the first request carries 1, every exchange that reached
@@ -44,6 +44,14 @@ pub enum TransportError {
     },
     /// Nobody serves guest requests here (the VMM has no PSP to ask).
     Unavailable,
+    /// The hypervisor rejected the exit (GHCB SW_EXITINFO1 = `info1`, SW_EXITINFO2 =
+    /// `info2`) or answered with VMM error `info2 >> 32`.
+    Hypervisor {
+        /// SW_EXITINFO1.
+        info1: u64,
+        /// SW_EXITINFO2.
+        info2: u64,
+    },
 }
 
 /// How guest messages reach the PSP and come back.

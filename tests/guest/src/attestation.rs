@@ -1,5 +1,5 @@
 //! The guest's attestation step: find the CC blob, ask the PSP for a report with VMPCK0
-//! over the doorbell, and print the outcome on lines starting with `CLOISTER-ATTEST: `
+//! by a GHCB (extended) guest request, and print the outcome on lines starting with `CLOISTER-ATTEST: `
 //! (and the report on one `CLOISTER-REPORT: ` line) for the tests to capture.
 
 use cloister_test_guest::cc_blob::{self, CcBlob};
@@ -99,8 +99,10 @@ mod protocol {
     use cloister_test_guest::cmdline::{AttestMode, TestParams, REPORT_DATA_LEN};
 
     use super::{attest_line, end_failed, failed};
-    use crate::doorbell::Doorbell;
+    use crate::ghcb_io::{CertOutcome, GhcbTransport};
     use crate::{serial, Identity, Report};
+    use cloister_test_guest::cmdline::DEFAULT_CERT_PAGES;
+    use cloister_test_guest::ghcb::guid;
 
     struct Pages(UnsafeCell<MessagePages>);
     // SAFETY: handed out once, by `message_pages`, as the only reference.
@@ -137,14 +139,16 @@ mod protocol {
         }
         let report_data = params.report_data.unwrap_or([0; REPORT_DATA_LEN]);
         let mut session = Session::new(vmpck0, 0);
-        let mut doorbell = Doorbell;
+        let mut doorbell = GhcbTransport::new(params.cert_pages.unwrap_or(DEFAULT_CERT_PAGES));
         let (mode, outcome): (&[u8], _) = match params.attest {
             AttestMode::Report | AttestMode::Off => {
-                ok_or_print(
+                if ok_or_print(
                     session.request_report(&mut doorbell, &report_data, pages),
                     &session,
                     report,
-                );
+                ) {
+                    print_certs(&doorbell.certs, report);
+                }
                 return;
             }
             AttestMode::Replay => {
@@ -233,13 +237,59 @@ mod protocol {
         }
     }
 
+    /// Prints what the certificate buffer brought, on a `CLOISTER-CERTS: ` line.
+    fn print_certs(certs: &CertOutcome, report: &mut Report) {
+        serial::write(b"CLOISTER-CERTS: ");
+        match certs {
+            CertOutcome::NotAsked => serial::write(b"not asked (cloister_test.cert_pages=0)\n"),
+            CertOutcome::Table { entries, count } => {
+                serial::write_dec(*count as u64);
+                serial::write(b" in the table");
+                for entry in entries.iter().take(*count) {
+                    serial::write(b" ");
+                    serial::write(guid::name(&entry.guid).unwrap_or("unknown-guid").as_bytes());
+                    serial::write(b"=");
+                    serial::write_dec(entry.length.into());
+                }
+                serial::write(b"\n");
+            }
+            CertOutcome::TooSmall { needed } => {
+                serial::write(b"buffer too small: the host needs ");
+                serial::write_dec(*needed);
+                serial::write(b" pages; the report was asked for again without it\n");
+            }
+            CertOutcome::Malformed(error) => {
+                serial::write(b"malformed table: ");
+                match error {
+                    cloister_test_guest::ghcb::CertTableError::Unterminated => {
+                        serial::write(b"no terminating entry")
+                    }
+                    cloister_test_guest::ghcb::CertTableError::OutOfBounds { index } => {
+                        serial::write(b"entry ");
+                        serial::write_dec(*index as u64);
+                        serial::write(b" points outside the buffer");
+                    }
+                }
+                serial::write(b"\n");
+                report.fail();
+                serial::write(b"the host's certificate table is malformed\n");
+            }
+        }
+    }
+
     /// Prints a failure that is not a refusal.
     fn print_error(error: &AttestError, session: &Session, report: &mut Report) {
         failed(b"");
         match *error {
-            AttestError::Transport(TransportError::Unavailable) => serial::write(
-                b"unavailable: the VMM serves no guest requests (doorbell status 0xffffffff)",
-            ),
+            AttestError::Transport(TransportError::Unavailable) => {
+                serial::write(b"unavailable: the VMM serves no guest requests")
+            }
+            AttestError::Transport(TransportError::Hypervisor { info1, info2 }) => {
+                serial::write(b"the hypervisor rejected the guest request: SW_EXITINFO1=");
+                serial::write_hex(info1);
+                serial::write(b" SW_EXITINFO2=");
+                serial::write_hex(info2);
+            }
             AttestError::Transport(TransportError::Refused { status })
             | AttestError::ReportStatus { status } => {
                 serial::write(b"refused status=");

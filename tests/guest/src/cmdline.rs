@@ -17,10 +17,18 @@
 //!   them, zero-padded to 64 bytes. Default: 64 zero bytes.
 //! - `cloister_test.attest=off|replay|forge|wrongkey`: skip attestation, or run one negative
 //!   test of the guest-message protocol (see `attest.rs`). Default: ask for the report.
+//! - `cloister_test.cert_pages=N`: the certificate buffer (in 4 KiB pages, 0..=8) the
+//!   guest offers with its report request (an SNP extended guest request); 0 asks without
+//!   one. Default [`DEFAULT_CERT_PAGES`]. Too small a buffer makes the host answer "invalid
+//!   length" with the pages it needs; the guest then resends the request without it.
 //! - `virtio_mmio.device=SIZE@BASE:IRQ[:ID]`: a virtio-mmio device (Linux's syntax).
 
 /// Most virtio-mmio devices the guest looks at.
 pub const MAX_DEVICES: usize = 8;
+/// Certificate buffer pages offered unless the command line says otherwise.
+pub const DEFAULT_CERT_PAGES: u8 = 4;
+/// Most certificate buffer pages the guest has.
+pub const MAX_CERT_PAGES: u8 = 8;
 /// Size of REPORT_DATA in MSG_REPORT_REQ.
 pub const REPORT_DATA_LEN: usize = 64;
 
@@ -52,6 +60,8 @@ pub struct TestParams<'a> {
     pub report_data: Option<[u8; REPORT_DATA_LEN]>,
     /// What to do about attestation when a CC blob is present.
     pub attest: AttestMode,
+    /// Certificate buffer pages to offer (`None`: [`DEFAULT_CERT_PAGES`]).
+    pub cert_pages: Option<u8>,
     /// virtio-mmio devices, in command-line order.
     pub devices: [Option<MmioDevice>; MAX_DEVICES],
 }
@@ -129,6 +139,10 @@ impl<'a> TestParams<'a> {
                     _ => None,
                 }
                 .map(|m| params.attest = m),
+                b"cloister_test.cert_pages" => parse_u64(value)
+                    .and_then(|v| u8::try_from(v).ok())
+                    .filter(|v| *v <= MAX_CERT_PAGES)
+                    .map(|v| params.cert_pages = Some(v)),
                 b"virtio_mmio.device" => parse_device(value).map(|d| {
                     if next_device < MAX_DEVICES {
                         params.devices[next_device] = Some(d);
@@ -271,5 +285,28 @@ mod tests {
         let (p, bad) = TestParams::parse(b"cloister_test.attest=on");
         assert!(bad.is_some());
         assert_eq!(p.attest, AttestMode::Report);
+    }
+
+    #[test]
+    fn cert_pages() {
+        assert_eq!(TestParams::parse(b"").0.cert_pages, None);
+        assert_eq!(
+            TestParams::parse(b"cloister_test.cert_pages=0")
+                .0
+                .cert_pages,
+            Some(0)
+        );
+        assert_eq!(
+            TestParams::parse(b"cloister_test.cert_pages=8")
+                .0
+                .cert_pages,
+            Some(8)
+        );
+        for bad in ["9", "-1", "x", ""] {
+            let line = format!("cloister_test.cert_pages={bad}");
+            let (p, b) = TestParams::parse(line.as_bytes());
+            assert!(b.is_some(), "{line}");
+            assert_eq!(p.cert_pages, None);
+        }
     }
 }

@@ -12,7 +12,8 @@
 //! cover only 1 GiB and virtio-mmio and the local APIC sit near 4 GiB), loads its own GDT
 //! (code 0x10, data 0x18), sets CR4.OSFXSR (harmless; the guest is compiled without SSE,
 //! which this machine's KVM emulator lacks), sets a stack, zeroes .bss and calls
-//! `guest_main(boot_info, kind)`. `exception_stubs` are 32 handlers, 16 bytes apart, that
+//! `guest_main(boot_info, kind, c_bit)`. The 64-bit entry keeps the C-bit of the loader's
+//! page tables in its own (an SEV-SNP guest's data accesses must carry it). `exception_stubs` are 32 handlers, 16 bytes apart, that
 //! the guest installs in its IDT; each calls `guest_exception(vector, frame)`. Only the first CPU through gets in; any
 //! other parks in `hlt` (a loader that starts every vCPU at the entry must not run the
 //! guest twice).
@@ -49,6 +50,15 @@ startup_64:
     movq %rsi, %r12                 # zero page
     xorl %r13d, %r13d               # KIND_LINUX64
 
+    # The loader's C-bit: bit 51 of its PML4[0] (set only for an SEV-SNP guest, whose
+    # data accesses must then carry it too). R14 = 1 << 51 or 0, ORed into every entry.
+    movq %cr3, %rax
+    movabsq $0x0007fffffffff000, %rcx
+    andq %rcx, %rax
+    movq (%rax), %rax
+    movabsq $0x0008000000000000, %r14
+    andq %rax, %r14
+
     # Identity map 0..4 GiB: PML4[0] -> PDPT, PDPT[0..4] -> PD0..PD3, 2048 2 MiB pages.
     # Only the PML4 and the PDPT need zeroing: every PD entry is written below.
     leaq __page_tables(%rip), %rbx
@@ -57,8 +67,10 @@ startup_64:
     movl $(2 * 4096 / 8), %ecx
     rep stosq
     leaq 0x1003(%rbx), %rax
+    orq %r14, %rax
     movq %rax, (%rbx)
     leaq 0x2003(%rbx), %rax
+    orq %r14, %rax
     leaq 0x1000(%rbx), %rdi
     movl $4, %ecx
 1:  movq %rax, (%rdi)
@@ -67,6 +79,7 @@ startup_64:
     loop 1b
     leaq 0x2000(%rbx), %rdi
     movl $0x83, %eax                # present, writable, 2 MiB page
+    orq %r14, %rax
     movl $2048, %ecx
 2:  movq %rax, (%rdi)
     addq $0x200000, %rax
@@ -140,6 +153,7 @@ enter_long_mode:
     .code64
 3:  movl %esi, %r12d                # zero-extends: boot info
     movl %ebp, %r13d                # kind
+    xorl %r14d, %r14d               # no C-bit: paging was off, no SNP loader
 
 common64:
     movl $0x18, %eax
@@ -157,6 +171,7 @@ common64:
     rep stosq
     movq %r12, %rdi
     movq %r13, %rsi
+    movq %r14, %rdx
     call guest_main
 park64:
     cli

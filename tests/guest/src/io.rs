@@ -1,9 +1,20 @@
-//! Port I/O and MMIO accessors.
+//! Port I/O and MMIO accessors. Port I/O goes through the GHCB when the guest is an SNP
+//! guest or on the simulated SNP platform (`ghcb_io.rs`), and is the instruction itself
+//! otherwise.
 
 use core::arch::asm;
 
+use crate::ghcb_io::{self, Mode};
+
+fn through_ghcb() -> bool {
+    ghcb_io::mode() != Mode::Direct
+}
+
 /// Reads a byte from I/O port `port`.
 pub fn inb(port: u16) -> u8 {
+    if through_ghcb() {
+        return ghcb_io::ioio_in(port, 1) as u8;
+    }
     let value: u8;
     // SAFETY: port input has no memory effects; the guest owns every device it talks to.
     unsafe {
@@ -14,34 +25,13 @@ pub fn inb(port: u16) -> u8 {
 
 /// Writes a byte to I/O port `port`.
 pub fn outb(port: u16, value: u8) {
+    if through_ghcb() {
+        return ghcb_io::ioio_out(port, 1, value.into());
+    }
     // SAFETY: port output has no memory effects visible to Rust; the guest owns the ports.
     unsafe {
         asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
     };
-}
-
-/// Writes a 32-bit value to I/O port `port`. Not `nomem`: the VMM may read guest memory
-/// while it handles the write (the doorbell's request page).
-#[cfg_attr(not(feature = "attest"), allow(dead_code))]
-pub fn outl(port: u16, value: u32) {
-    // SAFETY: port output changes no memory Rust knows of; the asm is not `nomem`, so the
-    // compiler completes every store before it (the VMM reads them).
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags))
-    };
-}
-
-/// Reads a 32-bit value from I/O port `port`. Not `nomem`: the VMM may write guest memory
-/// while it handles the read (the doorbell's response page).
-#[cfg_attr(not(feature = "attest"), allow(dead_code))]
-pub fn inl(port: u16) -> u32 {
-    let value: u32;
-    // SAFETY: port input changes no memory Rust knows of; the asm is not `nomem`, so the
-    // compiler reloads memory after it (the VMM may have written it).
-    unsafe {
-        asm!("in eax, dx", out("eax") value, in("dx") port, options(nostack, preserves_flags))
-    };
-    value
 }
 
 /// Reads a 32-bit MMIO register at physical (= virtual) address `addr`.

@@ -10,6 +10,7 @@ pub mod attest;
 pub mod cc_blob;
 pub mod cmdline;
 pub mod e820;
+pub mod ghcb;
 #[cfg(feature = "attest")]
 pub mod guest_msg;
 pub mod sha256;

@@ -14,9 +14,8 @@
 
 mod attestation;
 mod bootinfo;
-#[cfg(feature = "attest")]
-mod doorbell;
 mod entry;
+mod ghcb_io;
 mod idt;
 mod io;
 mod mem;
@@ -85,9 +84,24 @@ impl PhysMem for Identity {
     }
 }
 
-/// The Rust entry, called by entry.rs with the loader's structure and how it came in.
+/// The Rust entry, called by entry.rs with the loader's structure, how it came in, and
+/// the C-bit the loader's page tables carried (0: none; entry.rs keeps it in its own).
 #[no_mangle]
-extern "C" fn guest_main(info: u64, kind: u64) -> ! {
+extern "C" fn guest_main(info: u64, kind: u64, c_bit: u64) -> ! {
+    // How to reach the hypervisor is settled before the first port access: an SNP guest
+    // (C-bit) must use the GHCB from its first `out` on.
+    let boot = BootInfo::read(info, kind);
+    let cc_blob = match (&boot, c_bit) {
+        (_, c) if c != 0 => true,
+        (Ok(boot), _) => boot.zero_page.is_some_and(|zero_page| {
+            matches!(
+                cloister_test_guest::cc_blob::find(&Identity, zero_page, &boot.e820[..boot.e820_len]),
+                Ok(Some(_))
+            )
+        }),
+        (Err(_), _) => false,
+    };
+    ghcb_io::select(c_bit, cc_blob);
     serial::init();
     idt::install();
     begin();
@@ -98,9 +112,16 @@ extern "C" fn guest_main(info: u64, kind: u64) -> ! {
         _ => b"pvh entry",
     });
     serial::write(b")\n");
+    match ghcb_io::mode() {
+        ghcb_io::Mode::Direct => {}
+        ghcb_io::Mode::SimGhcb => line(
+            b"GHCB: simulated SNP platform (VMGEXIT by doorbell; memory not encrypted, no page-state changes)",
+        ),
+        ghcb_io::Mode::Snp => line(b"GHCB: SEV-SNP guest (C-bit 51), GHCB registered, I/O through VMGEXIT"),
+    }
 
     let mut report = Report { failures: 0 };
-    let boot = match BootInfo::read(info, kind) {
+    let boot = match boot {
         Ok(boot) => boot,
         Err(why) => {
             report.fail();

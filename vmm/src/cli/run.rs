@@ -62,6 +62,12 @@ pub struct RunArgs {
     /// The SEV device (--platform snp).
     #[arg(long, value_name = "PATH", default_value = "/dev/sev")]
     pub sev_device: PathBuf,
+    /// Certificates (snpguest's directory layout: ark.pem, ask.pem, vcek.pem or .der, ...)
+    /// served to the guest with its report requests (SNP extended guest requests).
+    /// Default: on sim the simulation root's; on snp none (the guest gets an empty table);
+    /// on snp it needs KVM_EXIT_SNP_REQ_CERTS (Linux 7.0+).
+    #[arg(long, value_name = "DIR")]
+    pub guest_certs: Option<PathBuf>,
 }
 
 /// Runs `cloister run`.
@@ -80,6 +86,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         sim_root: args.sim_root,
         sev_device: Some(args.sev_device),
         policy: args.policy,
+        guest_certs: args.guest_certs,
     };
     let config = match VmConfig::new(&request) {
         Ok(config) => config,

@@ -2,8 +2,8 @@
 
 pub mod bus;
 pub mod exit;
-pub mod guest_request;
 pub mod legacy;
 pub mod rtc;
 pub mod serial;
+pub mod sim_vmgexit;
 pub mod virtio;

@@ -111,6 +111,11 @@ pub trait SnpHost: Send + Sync {
     unsafe fn snp_launch_update(&self, update: &mut KvmSevSnpLaunchUpdate)
         -> Result<(), HostError>;
 
+    /// `KVM_SEV_SNP_ENABLE_REQ_CERTS` (Linux 7.0+, no argument): extended guest requests
+    /// for reports then exit to the monitor with `KVM_EXIT_SNP_REQ_CERTS`, which writes
+    /// the certificate table. Before any vCPU exists.
+    fn snp_enable_req_certs(&self) -> Result<(), HostError>;
+
     /// `KVM_CREATE_VCPU`; after INIT2.
     fn create_vcpu(&self, index: u8) -> Result<VcpuFd, HostError>;
 

@@ -472,6 +472,25 @@ impl SnpHost for KvmSnpHost {
         "kvm"
     }
 
+    fn snp_enable_req_certs(&self) -> Result<(), HostError> {
+        let mut command = KvmSevCmd {
+            id: cmd::SNP_ENABLE_REQ_CERTS,
+            pad0: 0,
+            // The subcommand takes no argument (Linux 7.0, commit 20c3c4108d58).
+            data: 0,
+            error: 0,
+            sev_fd: self.sev.as_raw_fd() as u32,
+        };
+        // SAFETY: KVM_MEMORY_ENCRYPT_OP reads and writes back one kvm_sev_cmd (24 bytes,
+        // pinned in abi.rs), a live local; this subcommand reads no argument struct.
+        let result = unsafe { self.vm.fd().encrypt_op(&mut command) };
+        result.map_err(|e| HostError {
+            op: "KVM_SEV_SNP_ENABLE_REQ_CERTS",
+            errno: e.errno(),
+            fw_error: command.error,
+        })
+    }
+
     fn vm(&self) -> &Vm {
         &self.vm
     }

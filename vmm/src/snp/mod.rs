@@ -1,6 +1,7 @@
 //! SEV-SNP launch: the kernel ABI ([`abi`]), the host seam ([`host`]), and its hosts.
 
 pub mod abi;
+pub mod certs;
 pub mod cpuid_page;
 pub mod host;
 pub mod kvm;
@@ -8,4 +9,4 @@ pub mod launcher;
 pub mod sim;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

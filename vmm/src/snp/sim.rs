@@ -77,6 +77,7 @@ struct KernelState {
     init2: bool,
     started: bool,
     finished: bool,
+    req_certs: bool,
     vcpus: u32,
     gmem_fds: Vec<i32>,
     slots: Vec<Slot>,
@@ -134,6 +135,13 @@ fn fw(op: &'static str, status: FwStatus) -> HostError {
 }
 
 const UPDATE: &str = "KVM_SEV_SNP_LAUNCH_UPDATE";
+
+impl SimSnpHost {
+    /// Whether the monitor enabled the certificate exit.
+    pub fn req_certs_enabled(&self) -> bool {
+        self.state().req_certs
+    }
+}
 
 impl SnpHost for SimSnpHost {
     fn name(&self) -> &'static str {
@@ -252,6 +260,17 @@ impl SnpHost for SimSnpHost {
             }
             at += PAGE_SIZE as u64;
         }
+        Ok(())
+    }
+
+    /// Recorded like the kernel does (only before any vCPU exists); the simulated
+    /// platform's VMGEXIT serves certificates itself, from the same table.
+    fn snp_enable_req_certs(&self) -> Result<(), HostError> {
+        let mut st = self.state();
+        if !st.init2 || st.vcpus > 0 {
+            return Err(HostError::os("KVM_SEV_SNP_ENABLE_REQ_CERTS", libc::EINVAL));
+        }
+        st.req_certs = true;
         Ok(())
     }
 

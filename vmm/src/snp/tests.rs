@@ -19,7 +19,7 @@ use crate::memory::{create_guest_memory, MemorySize};
 use crate::vstate::vm::{open_kvm, KVM_PATH};
 use crate::vstate::vmsa_regs::{regs_from_vmsa, sregs_from_vmsa};
 
-fn root() -> Arc<SimRoot> {
+pub(crate) fn root() -> Arc<SimRoot> {
     static ROOT: OnceLock<Arc<SimRoot>> = OnceLock::new();
     ROOT.get_or_init(|| {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vmm-test-sim-root");

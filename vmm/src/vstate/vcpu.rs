@@ -23,7 +23,11 @@ use crate::boot::layout::{BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, ZE
 use crate::cpuid::{filter_cpuid, hide_sev_leaves, VcpuTopology};
 use crate::devices::bus::Bus;
 use crate::devices::exit::ExitHandle;
-use crate::snp::abi::{KVM_HC_MAP_GPA_RANGE, KVM_SYSTEM_EVENT_SEV_TERM};
+use crate::memory::GuestMemoryMmap;
+use crate::snp::abi::{
+    KvmExitSnpReqCerts, KVM_EXIT_SNP_REQ_CERTS, KVM_HC_MAP_GPA_RANGE, KVM_SYSTEM_EVENT_SEV_TERM,
+};
+use crate::snp::certs::{CertTable, Delivery};
 use crate::snp::host::SnpHost;
 use crate::snp::launcher::{map_gpa_range, memory_fault};
 use cloister_attestation::launch::vmsa::Vmsa;
@@ -267,24 +271,34 @@ pub struct Vcpu {
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     exit: ExitHandle,
-    /// The SNP host (real or simulated) that handles page-state changes at run time.
-    snp: Option<Arc<dyn SnpHost>>,
-    /// Whether the tenant policy lets the guest convert pages to shared.
-    allow_shared: bool,
+    /// What handles the SNP platform's exits (`None` on a plain VM).
+    snp: Option<SnpExits>,
+}
+
+/// What an SNP guest's vCPU needs for the platform's exits at run time.
+#[derive(Clone)]
+pub struct SnpExits {
+    /// The SNP host (real or simulated) that converts pages for page-state changes and
+    /// memory faults.
+    pub host: Arc<dyn SnpHost>,
+    /// The tenant policy's `launch.allow_shared_memory` (a refused conversion fails the
+    /// guest's request).
+    pub allow_shared: bool,
+    /// The certificate table served on `KVM_EXIT_SNP_REQ_CERTS`, and the guest memory it
+    /// is written into (`None`: the exit is not enabled).
+    pub certs: Option<(Arc<CertTable>, GuestMemoryMmap)>,
 }
 
 impl Vcpu {
-    /// Wraps vCPU `index` (also its APIC ID), created by the launch backend; `snp` handles its
-    /// page-state-change and memory-fault exits; `allow_shared` is the tenant policy's
-    /// `launch.allow_shared_memory` (a refused conversion fails the guest's request).
+    /// Wraps vCPU `index` (also its APIC ID), created by the launch backend; `snp` handles
+    /// its SNP exits.
     pub fn from_fd(
         fd: VcpuFd,
         index: u8,
         pio: Arc<Bus>,
         mmio: Arc<Bus>,
         exit: ExitHandle,
-        snp: Option<Arc<dyn SnpHost>>,
-        allow_shared: bool,
+        snp: Option<SnpExits>,
     ) -> Self {
         Self {
             index,
@@ -293,8 +307,32 @@ impl Vcpu {
             mmio,
             exit,
             snp,
-            allow_shared,
         }
+    }
+
+    /// Answers `KVM_EXIT_SNP_REQ_CERTS`: writes the certificate table into the guest's
+    /// buffer and sets `ret` (0, or ENOSPC with `npages` set to the pages needed, or EIO
+    /// for a buffer outside RAM), as SNP-FACTS §1.11 describes.
+    fn serve_certs(&mut self) -> Step {
+        let Some((table, mem)) = self.snp.as_ref().and_then(|s| s.certs.clone()) else {
+            return Step::Unexpected("a certificate request exit that was not enabled".into());
+        };
+        let run = self.fd.get_kvm_run();
+        // SAFETY: exit_reason is KVM_EXIT_SNP_REQ_CERTS, so the exit union holds a
+        // `struct kvm_exit_snp_req_certs` (24 bytes of u64s, inside the union's 256-byte
+        // padding); `run` is this vCPU's own mapping, used by this thread only.
+        let exit = unsafe {
+            &mut *(std::ptr::addr_of_mut!(run.__bindgen_anon_1).cast::<KvmExitSnpReqCerts>())
+        };
+        exit.ret = match table.deliver(&mem, exit.gpa, exit.npages) {
+            Delivery::Written => 0,
+            Delivery::TooSmall { needed } => {
+                exit.npages = needed;
+                libc::ENOSPC as u64
+            }
+            Delivery::BadBuffer => libc::EIO as u64,
+        };
+        Step::Continue
     }
 
     /// The KVM vCPU.
@@ -453,14 +491,15 @@ impl Vcpu {
                     return Err(VcpuError::FailEntry { index, reason });
                 }
                 Ok(VcpuExit::Hypercall(call)) => match &self.snp {
-                    Some(host) if call.nr == KVM_HC_MAP_GPA_RANGE => {
-                        *call.ret = map_gpa_range(host.as_ref(), &call.args, self.allow_shared);
+                    Some(snp) if call.nr == KVM_HC_MAP_GPA_RANGE => {
+                        *call.ret = map_gpa_range(snp.host.as_ref(), &call.args, snp.allow_shared);
                         Step::Continue
                     }
                     _ => Step::Unexpected(format!("hypercall {}", call.nr)),
                 },
+                Ok(VcpuExit::Unsupported(KVM_EXIT_SNP_REQ_CERTS)) => self.serve_certs(),
                 Ok(VcpuExit::MemoryFault { flags, gpa, size }) => match &self.snp {
-                    Some(host) => match memory_fault(host.as_ref(), flags, gpa, size) {
+                    Some(snp) => match memory_fault(snp.host.as_ref(), flags, gpa, size) {
                         Ok(()) => Step::Continue,
                         Err(e) => Step::Unexpected(format!("memory fault at {gpa:#x}: {e}")),
                     },
