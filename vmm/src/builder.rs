@@ -43,9 +43,11 @@ use crate::vstate::vcpu::{
     kick_signal, register_kick_handler, SnpExits, Vcpu, VcpuError, VcpuStop,
 };
 use crate::vstate::vm::{open_kvm, Vm, VmError};
+use cloister_attestation::id_block::{IdAuth, IdBlock, ID_AUTH_SIZE, ID_BLOCK_SIZE};
 use cloister_attestation::launch::plan::DEFAULT_GUEST_POLICY;
 use cloister_attestation::launch::vmsa::Vmsa;
-use cloister_attestation::sim::{SimPsp, SimRoot, SIM_FIRMWARE};
+use cloister_attestation::launch::{IdBlockAndAuth, LaunchPlan};
+use cloister_attestation::sim::{FwStatus, SimPsp, SimRoot, SIM_FIRMWARE};
 use cloister_policy::{
     KvmPolicyRule, LaunchDescription, LaunchPlatform, LaunchRefusal, VirtioDeviceInfo,
 };
@@ -149,6 +151,32 @@ pub enum BuildError {
     /// The platform (sim root, real SNP host, plan VMSAs) could not be set up.
     #[error("{0}")]
     Platform(String),
+    /// An ID block on a platform without SNP_LAUNCH_FINISH.
+    #[error("--id-block needs --platform sim or snp: a plain KVM launch (--platform none) has no SNP_LAUNCH_FINISH to check it")]
+    IdBlockWithoutSnp,
+    /// An ID block or ID auth file of the wrong size.
+    #[error("{what} file {} is {got} bytes; an {what} is exactly {expected} bytes", path.display())]
+    IdBlockSize {
+        /// "ID block" or "ID auth structure".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The ABI's size.
+        expected: usize,
+        /// The file's size.
+        got: usize,
+    },
+    /// `--id-author-key` with an ID auth structure that has no author key.
+    #[error("--id-author-key: the ID auth file {} has no author key (AUTHOR_KEY is all zero); sign it with `cloister id-block --author-key PEM`, or launch without --id-author-key", .0.display())]
+    NoAuthorKey(PathBuf),
+    /// The firmware refused the ID block at SNP_LAUNCH_FINISH.
+    #[error("SNP_LAUNCH_FINISH refused the ID block with firmware status {status}: {reason}")]
+    IdBlockRefused {
+        /// The firmware's status.
+        status: FwStatus,
+        /// What it means for this ID block.
+        reason: String,
+    },
     /// A host resource (eventfd, thread, epoll) failed.
     #[error("{what}: {source}")]
     Host {
@@ -260,14 +288,111 @@ pub fn kernel_image(source: &KernelSource) -> Result<(Vec<u8>, String), BuildErr
     }
 }
 
+/// The ID block files of `cloister run --id-block FILE --id-auth FILE [--id-author-key]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdBlockFiles {
+    /// The ID block (96 bytes).
+    pub id_block: PathBuf,
+    /// The ID authentication information structure (4096 bytes).
+    pub id_auth: PathBuf,
+    /// AUTHOR_KEY_EN: the firmware also checks the author key's signature of the ID key,
+    /// and reports carry AUTHOR_KEY_DIGEST. Asked for explicitly (as SNP_LAUNCH_FINISH
+    /// takes it), never inferred from the file.
+    pub author_key_enabled: bool,
+}
+
+impl IdBlockFiles {
+    /// Reads both files: each must be exactly its ABI size, and with `author_key_enabled`
+    /// the ID auth structure must hold an author key.
+    pub fn load(&self) -> Result<IdBlockAndAuth, BuildError> {
+        let id_block: [u8; ID_BLOCK_SIZE] = read_sized("ID block", &self.id_block)?;
+        let id_auth: Box<[u8; ID_AUTH_SIZE]> =
+            Box::new(read_sized("ID auth structure", &self.id_auth)?);
+        let has_author_key = IdAuth::from_bytes(&id_auth).has_author_key();
+        if self.author_key_enabled && !has_author_key {
+            return Err(BuildError::NoAuthorKey(self.id_auth.clone()));
+        }
+        if has_author_key && !self.author_key_enabled {
+            log::warn!(
+                "the ID auth file {} has an author key, but without --id-author-key the firmware ignores it and reports carry no AUTHOR_KEY_DIGEST",
+                self.id_auth.display()
+            );
+        }
+        Ok(IdBlockAndAuth {
+            id_block: Box::new(id_block),
+            id_auth,
+            author_key_enabled: self.author_key_enabled,
+        })
+    }
+}
+
+fn read_sized<const N: usize>(what: &'static str, path: &Path) -> Result<[u8; N], BuildError> {
+    let bytes = read_file(what, path)?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| BuildError::IdBlockSize {
+            what,
+            path: path.to_path_buf(),
+            expected: N,
+            got: bytes.len(),
+        })
+}
+
+/// A failed launch, with the firmware's refusal of the plan's ID block at
+/// SNP_LAUNCH_FINISH explained.
+fn explain_id_block_refusal(error: BackendError, plan: &LaunchPlan<'_>) -> BuildError {
+    let host_error = match &error {
+        BackendError::Launch(LaunchError::Host { source, .. }) => *source,
+        _ => return error.into(),
+    };
+    let Some(id) = plan.id_block.as_ref() else {
+        return error.into();
+    };
+    if !host_error.op.ends_with("SNP_LAUNCH_FINISH") || host_error.fw_error == 0 {
+        return error.into();
+    }
+    let status = FwStatus(host_error.fw_error);
+    let block = IdBlock::from_bytes(&id.id_block);
+    let reason = match status {
+        FwStatus::BAD_MEASUREMENT => format!(
+            "its LD {} is not this launch's measurement {}; sign an ID block for this launch (`cloister id-block` with the same kernel, initrd, command line, vCPUs, memory, disks and policy)",
+            hex::encode(block.ld),
+            hex::encode(plan.measure())
+        ),
+        FwStatus::BAD_SIGNATURE => "a signature does not verify (the ID key's of the ID block, or with --id-author-key the author key's of the ID key): the files were changed after signing, or do not belong together".to_string(),
+        FwStatus::POLICY_FAILURE if block.policy != plan.policy => format!(
+            "its POLICY {:#x} is not the guest policy {:#x} of this launch",
+            block.policy, plan.policy
+        ),
+        FwStatus::INVALID_PARAM => format!(
+            "VERSION must be 1 (it is {}) and ID_KEY_ALGO (with --id-author-key also AUTH_KEY_ALGO) 1, ECDSA P-384 with SHA-384",
+            block.version
+        ),
+        _ => host_error.to_string(),
+    };
+    BuildError::IdBlockRefused { status, reason }
+}
+
 /// Builds the VM described by `config` on the KVM device at `kvm_path` (normally
-/// [`crate::vstate::vm::KVM_PATH`]).
+/// [`crate::vstate::vm::KVM_PATH`]), without an ID block.
+pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
+    build_with_id_block(config, kvm_path, None)
+}
+
+/// Builds the VM described by `config` on the KVM device at `kvm_path`, giving
+/// SNP_LAUNCH_FINISH the ID block in `id_block` (`sim` and `snp` only; its files are
+/// checked before anything else is read; a firmware refusal names its status and why).
 ///
 /// One boot path for every platform: the launch plan of Cloister's layout
 /// ([`cloister_plan`]) is built first; `none` copies its regions into guest memory,
 /// `sim` and `snp` hand them, in the same order, to the SNP launcher. Every vCPU starts
 /// from the plan's VMSA state.
-pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
+pub fn build_with_id_block(
+    config: &VmConfig,
+    kvm_path: &Path,
+    id_block: Option<&IdBlockFiles>,
+) -> Result<Vmm, BuildError> {
     // The tenant policy first: a launch it forbids is refused before anything exists.
     let guest_policy = match &config.policy {
         Some((policy, path)) => policy
@@ -284,6 +409,11 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
                 refusal,
             })?,
         None => DEFAULT_GUEST_POLICY,
+    };
+    let id_block = match id_block {
+        Some(_) if config.platform == Platform::None => return Err(BuildError::IdBlockWithoutSnp),
+        Some(files) => Some(files.load()?),
+        None => None,
     };
     let (kernel_image, kernel_name) = kernel_image(&config.kernel)?;
     let initrd = match &config.initrd {
@@ -307,7 +437,8 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         policy: guest_policy,
         host_data: config.host_data,
     })?;
-    let plan = planned.plan;
+    let mut plan = planned.plan;
+    plan.id_block = id_block;
     log::info!(
         "launch plan ({} platform): {} regions",
         config.platform.name(),
@@ -494,7 +625,9 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
         vcpus.push(vcpu);
     }
     let fds: Vec<&VcpuFd> = vcpus.iter().map(|v| v.fd()).collect();
-    let stats = backend.launch(&plan, &mem, &fds, &bsp_cpuid)?;
+    let stats = backend
+        .launch(&plan, &mem, &fds, &bsp_cpuid)
+        .map_err(|e| explain_id_block_refusal(e, &plan))?;
     log::info!(
         "launch on {}: {} pages, {} LAUNCH_UPDATE calls, {} CPUID retries",
         backend.name(),

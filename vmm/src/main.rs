@@ -20,6 +20,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Predict the SEV-SNP launch measurement of a guest, offline.
     Measure(cli::measure::MeasureArgs),
+    /// Sign an ID block for a launch (for `run --id-block`), offline.
+    IdBlock(cli::id_block::IdBlockArgs),
     /// Verify an SEV-SNP attestation report and apply a tenant policy.
     Verify(cli::verify::VerifyArgs),
     Probe(cli::probe::ProbeArgs),
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => cli::run::main(args),
         Command::Measure(args) => cli::measure::main(args),
+        Command::IdBlock(args) => cli::id_block::main(args),
         Command::Verify(args) => cli::verify::main(args),
         Command::Probe(args) => cli::probe::main(args),
     }

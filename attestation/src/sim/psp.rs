@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use p384::ecdsa::signature::Verifier;
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -12,7 +11,10 @@ use super::cpuid::{self, CpuidRejection};
 use super::message::{self, msg_type, MsgHeader};
 use super::secrets::{secrets_page, VMPCK_SIZE};
 use super::{FwStatus, SimRoot};
-use crate::launch::digest::{sha384, LaunchDigest, PageType, LD_SIZE, PAGE_SIZE, VMSA_GPA};
+use crate::id_block::{
+    IdAuth, IdBlock, ALGO_ECDSA_P384_SHA384, ID_AUTH_SIZE, ID_BLOCK_SIZE, ID_BLOCK_VERSION,
+};
+use crate::launch::digest::{LaunchDigest, PageType, LD_SIZE, PAGE_SIZE, VMSA_GPA};
 use crate::report::{
     AttestationReport, Cpuid, FirmwareVersion, KeyInfo, SigningKey, REPORT_SIZE, SIGNED_SIZE,
     SIG_ALGO_ECDSA_P384_SHA384,
@@ -43,14 +45,6 @@ const POLICY_DEFINED: u64 = (1 << 26) - 1;
 const REPORT_REQ_SIZE: usize = 0x60;
 /// Size of MSG_REPORT_RSP: STATUS, REPORT_SIZE, 24 reserved bytes, the report.
 const REPORT_RSP_SIZE: usize = 0x20 + REPORT_SIZE;
-/// Size of an ID block.
-const ID_BLOCK_SIZE: usize = 96;
-/// Size of a public key in the ABI's format (ID_KEY, AUTHOR_KEY).
-const ABI_KEY_SIZE: usize = 0x404;
-/// ID_KEY_ALGO / AUTH_KEY_ALGO value of ECDSA P-384 with SHA-384.
-const ABI_ALGO_ECDSA_P384_SHA384: u32 = 1;
-/// The curve field of an ABI public key for P-384.
-const ABI_CURVE_P384: u32 = 2;
 
 /// Where the guest is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,53 +112,6 @@ fn read<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(read(bytes, at))
-}
-
-/// A 72-byte little-endian field as a 48-byte big-endian value; `None` when the upper 24
-/// bytes are not zero.
-fn le72_to_be48(field: &[u8]) -> Option<[u8; 48]> {
-    if field.len() != 72 || field.get(48..)?.iter().any(|&b| b != 0) {
-        return None;
-    }
-    let mut out = [0u8; 48];
-    for (d, s) in out.iter_mut().zip(field.iter().take(48).rev()) {
-        *d = *s;
-    }
-    Some(out)
-}
-
-/// A public key in the ABI's format: CURVE u32 @0 (2 = P-384), QX[72] @4, QY[72] @0x4C,
-/// little-endian.
-fn abi_public_key(key: &[u8]) -> Option<p384::ecdsa::VerifyingKey> {
-    if read_u32(key, 0) != ABI_CURVE_P384 {
-        return None;
-    }
-    let qx = le72_to_be48(key.get(4..4 + 72)?)?;
-    let qy = le72_to_be48(key.get(0x4C..0x4C + 72)?)?;
-    let mut sec1 = [0u8; 97];
-    sec1[0] = 4;
-    sec1[1..49].copy_from_slice(&qx);
-    sec1[49..].copy_from_slice(&qy);
-    p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok()
-}
-
-/// An ECDSA signature in the ABI's format: R[72] @0, S[72] @0x48, little-endian.
-fn abi_signature(sig: &[u8]) -> Option<p384::ecdsa::Signature> {
-    let r = le72_to_be48(sig.get(..72)?)?;
-    let s = le72_to_be48(sig.get(0x48..0x48 + 72)?)?;
-    let mut rs = [0u8; 96];
-    rs[..48].copy_from_slice(&r);
-    rs[48..].copy_from_slice(&s);
-    p384::ecdsa::Signature::from_slice(&rs).ok()
-}
-
-/// True when `sig` (ABI format) is `key`'s (ABI format) ECDSA P-384 SHA-384 signature of
-/// `message`.
-fn abi_verify(key: &[u8], message: &[u8], sig: &[u8]) -> bool {
-    match (abi_public_key(key), abi_signature(sig)) {
-        (Some(k), Some(s)) => k.verify(message, &s).is_ok(),
-        _ => false,
-    }
 }
 
 impl SimPsp {
@@ -308,14 +255,14 @@ impl SimPsp {
     /// An ID block is checked as the ABI describes: VERSION 1 and ID_KEY_ALGO (and, with
     /// `auth_key_en`, AUTH_KEY_ALGO) 1 = ECDSA P-384 SHA-384, else INVALID_PARAM; the ID
     /// key's signature of the ID block and, with `auth_key_en`, the author key's signature
-    /// of the ID key (ECDSA P-384, verified with the p384 crate), else BAD_SIGNATURE; LD
-    /// equal to the launch digest, else BAD_MEASUREMENT; POLICY equal to the guest's,
-    /// else POLICY_FAILURE. The report then carries FAMILY_ID, IMAGE_ID, GUEST_SVN, the
-    /// SHA-384 of the ID key (and of the author key) in ABI format. `auth_key_en` without
+    /// of the ID key (ECDSA P-384, [`crate::id_block`]), else BAD_SIGNATURE; LD equal to
+    /// the launch digest, else BAD_MEASUREMENT; POLICY equal to the guest's, else
+    /// POLICY_FAILURE. The report then carries FAMILY_ID, IMAGE_ID, GUEST_SVN, the SHA-384
+    /// of the ID key (and of the author key) in ABI format. `auth_key_en` without
     /// an ID block is INVALID_PARAM. A refused FINISH changes nothing.
     pub fn launch_finish(
         &mut self,
-        id_block: Option<(&[u8; ID_BLOCK_SIZE], &[u8; PAGE_SIZE])>,
+        id_block: Option<(&[u8; ID_BLOCK_SIZE], &[u8; ID_AUTH_SIZE])>,
         auth_key_en: bool,
         host_data: [u8; 32],
     ) -> Result<(), FwStatus> {
@@ -334,38 +281,35 @@ impl SimPsp {
     fn check_id_block(
         &self,
         block: &[u8; ID_BLOCK_SIZE],
-        auth: &[u8; PAGE_SIZE],
+        auth: &[u8; ID_AUTH_SIZE],
         auth_key_en: bool,
     ) -> Result<Identity, FwStatus> {
-        let ld: [u8; LD_SIZE] = read(block, 0);
-        let version = read_u32(block, 0x50);
-        let policy = u64::from_le_bytes(read(block, 0x58));
-        let id_key = auth.get(0x240..0x240 + ABI_KEY_SIZE).unwrap_or(&[]);
-        let author_key = auth.get(0x880..0x880 + ABI_KEY_SIZE).unwrap_or(&[]);
-        if version != 1
-            || read_u32(auth, 0) != ABI_ALGO_ECDSA_P384_SHA384
-            || (auth_key_en && read_u32(auth, 4) != ABI_ALGO_ECDSA_P384_SHA384)
+        let fields = IdBlock::from_bytes(block);
+        let auth = IdAuth::from_bytes(auth);
+        if fields.version != ID_BLOCK_VERSION
+            || auth.id_key_algo != ALGO_ECDSA_P384_SHA384
+            || (auth_key_en && auth.auth_key_algo != ALGO_ECDSA_P384_SHA384)
         {
             return Err(FwStatus::INVALID_PARAM);
         }
-        if !abi_verify(id_key, block, auth.get(0x40..0x240).unwrap_or(&[])) {
+        if !auth.id_block_signature_valid(block) {
             return Err(FwStatus::BAD_SIGNATURE);
         }
-        if auth_key_en && !abi_verify(author_key, id_key, auth.get(0x680..0x880).unwrap_or(&[])) {
+        if auth_key_en && !auth.id_key_signature_valid() {
             return Err(FwStatus::BAD_SIGNATURE);
         }
-        if ld != self.digest.digest() {
+        if fields.ld != self.digest.digest() {
             return Err(FwStatus::BAD_MEASUREMENT);
         }
-        if policy != self.policy {
+        if fields.policy != self.policy {
             return Err(FwStatus::POLICY_FAILURE);
         }
         Ok(Identity {
-            family_id: read(block, 0x30),
-            image_id: read(block, 0x40),
-            guest_svn: read_u32(block, 0x54),
-            id_key_digest: sha384(id_key),
-            author_key_digest: auth_key_en.then(|| sha384(author_key)),
+            family_id: fields.family_id,
+            image_id: fields.image_id,
+            guest_svn: fields.guest_svn,
+            id_key_digest: auth.id_key_digest(),
+            author_key_digest: auth_key_en.then(|| auth.author_key_digest()),
         })
     }
 

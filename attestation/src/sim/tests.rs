@@ -490,35 +490,8 @@ fn report_fields_of_a_vmpl2_request() {
 
 mod id_block {
     use super::*;
-    use p384::ecdsa::signature::Signer;
-    use p384::ecdsa::{Signature, SigningKey};
-
-    fn le72(be: &[u8]) -> [u8; 72] {
-        let mut out = [0u8; 72];
-        for (d, s) in out.iter_mut().zip(be.iter().rev()) {
-            *d = *s;
-        }
-        out
-    }
-
-    /// A public key in the ABI's format (curve 2, QX, QY little-endian in 72 bytes).
-    fn abi_key(key: &SigningKey) -> [u8; 0x404] {
-        let point = key.verifying_key().to_encoded_point(false);
-        let mut out = [0u8; 0x404];
-        out[0..4].copy_from_slice(&2u32.to_le_bytes());
-        out[4..76].copy_from_slice(&le72(point.x().unwrap()));
-        out[0x4C..0x4C + 72].copy_from_slice(&le72(point.y().unwrap()));
-        out
-    }
-
-    fn abi_sig(key: &SigningKey, msg: &[u8]) -> [u8; 0x200] {
-        let sig: Signature = key.sign(msg);
-        let (r, s) = sig.split_bytes();
-        let mut out = [0u8; 0x200];
-        out[..72].copy_from_slice(&le72(&r));
-        out[0x48..0x48 + 72].copy_from_slice(&le72(&s));
-        out
-    }
+    use crate::id_block::{public_key_digest, sign, IdBlock, ID_AUTH_SIZE, ID_BLOCK_SIZE};
+    use p384::ecdsa::SigningKey;
 
     struct Ids {
         id_key: SigningKey,
@@ -533,29 +506,24 @@ mod id_block {
             }
         }
 
-        fn block(ld: [u8; 48], policy: u64) -> [u8; 96] {
-            let mut b = [0u8; 96];
-            b[..48].copy_from_slice(&ld);
-            b[0x30..0x40].copy_from_slice(&[0xF1; 16]);
-            b[0x40..0x50].copy_from_slice(&[0x1D; 16]);
-            b[0x50..0x54].copy_from_slice(&1u32.to_le_bytes());
-            b[0x54..0x58].copy_from_slice(&7u32.to_le_bytes());
-            b[0x58..0x60].copy_from_slice(&policy.to_le_bytes());
-            b
+        fn block(ld: [u8; 48], policy: u64) -> IdBlock {
+            IdBlock {
+                family_id: [0xF1; 16],
+                image_id: [0x1D; 16],
+                guest_svn: 7,
+                ..IdBlock::new(ld, policy)
+            }
         }
 
-        fn auth(&self, block: &[u8; 96], author: bool) -> [u8; PAGE_SIZE] {
-            let mut a = [0u8; PAGE_SIZE];
-            a[0..4].copy_from_slice(&1u32.to_le_bytes());
-            a[4..8].copy_from_slice(&1u32.to_le_bytes());
-            a[0x40..0x240].copy_from_slice(&abi_sig(&self.id_key, block));
-            let id_key = abi_key(&self.id_key);
-            a[0x240..0x644].copy_from_slice(&id_key);
-            if author {
-                a[0x680..0x880].copy_from_slice(&abi_sig(&self.author_key, &id_key));
-                a[0x880..0xC84].copy_from_slice(&abi_key(&self.author_key));
-            }
-            a
+        /// The ID block and auth bytes, signed by `crate::id_block`.
+        fn signed(
+            &self,
+            block: &IdBlock,
+            author: bool,
+        ) -> ([u8; ID_BLOCK_SIZE], [u8; ID_AUTH_SIZE]) {
+            let signed = sign(block, &self.id_key, author.then_some(&self.author_key));
+            assert_eq!(signed.author_key_enabled, author);
+            (*signed.id_block, *signed.id_auth)
         }
     }
 
@@ -571,8 +539,7 @@ mod id_block {
     fn accepted_id_block_goes_into_the_report() {
         let ids = Ids::new();
         let mut psp = started();
-        let block = Ids::block(psp.measurement(), 0x3_0000);
-        let auth = ids.auth(&block, true);
+        let (block, auth) = ids.signed(&Ids::block(psp.measurement(), 0x3_0000), true);
         psp.launch_finish(Some((&block, &auth)), true, [1; 32])
             .unwrap();
         let key = psp.vmpcks()[0];
@@ -584,20 +551,82 @@ mod id_block {
         assert_eq!(r.image_id, [0x1D; 16]);
         assert_eq!(r.guest_svn, 7);
         assert!(r.key_info.author_key_en);
+        // The digests are SHA-384 of the key fields as given, which is what
+        // `public_key_digest` (and so `cloister id-block`) predicts from the keys.
         assert_eq!(
             r.id_key_digest,
             crate::launch::digest::sha384(&auth[0x240..0x644])
         );
         assert_eq!(
+            r.id_key_digest,
+            public_key_digest(ids.id_key.verifying_key())
+        );
+        assert_eq!(
             r.author_key_digest,
             crate::launch::digest::sha384(&auth[0x880..0xC84])
         );
+        assert_eq!(
+            r.author_key_digest,
+            public_key_digest(ids.author_key.verifying_key())
+        );
         // Without the author key.
         let mut psp = started();
-        let block = Ids::block(psp.measurement(), 0x3_0000);
-        let auth = ids.auth(&block, false);
+        let (block, auth) = ids.signed(&Ids::block(psp.measurement(), 0x3_0000), false);
         psp.launch_finish(Some((&block, &auth)), false, [1; 32])
             .unwrap();
+    }
+
+    /// A byte flipped anywhere in a signed ID block (but VERSION), or in the signatures and
+    /// keys of its auth structure, makes the firmware refuse it as BAD_SIGNATURE.
+    #[test]
+    fn a_flipped_byte_is_a_bad_signature() {
+        let ids = Ids::new();
+        let ld = started().measurement();
+        let (block, auth) = ids.signed(&Ids::block(ld, 0x3_0000), true);
+        let finish = |block: &[u8; ID_BLOCK_SIZE], auth: &[u8; ID_AUTH_SIZE]| {
+            let mut psp = started();
+            psp.launch_finish(Some((block, auth)), true, [0; 32])
+        };
+        assert_eq!(finish(&block, &auth), Ok(()));
+        for at in 0..ID_BLOCK_SIZE {
+            let mut flipped = block;
+            flipped[at] ^= 0x80;
+            // VERSION is checked before the signature.
+            let expected = if (0x50..0x54).contains(&at) {
+                FwStatus::INVALID_PARAM
+            } else {
+                FwStatus::BAD_SIGNATURE
+            };
+            assert_eq!(
+                finish(&flipped, &auth),
+                Err(expected),
+                "ID block byte {at:#x}"
+            );
+        }
+        // R and S of both signatures, QX and QY of both keys: first and last byte.
+        for at in [
+            0x40,
+            0x40 + 47,
+            0x88,
+            0x88 + 47,
+            0x244,
+            0x244 + 47,
+            0x28C,
+            0x28C + 47,
+            0x680,
+            0x680 + 47,
+            0x6C8,
+            0x884,
+            0x8CC + 47,
+        ] {
+            let mut flipped = auth;
+            flipped[at] ^= 0x80;
+            assert_eq!(
+                finish(&block, &flipped),
+                Err(FwStatus::BAD_SIGNATURE),
+                "ID auth byte {at:#x}"
+            );
+        }
     }
 
     #[test]
@@ -605,33 +634,45 @@ mod id_block {
         let ids = Ids::new();
         let psp = started();
         let ld = psp.measurement();
-        let good = Ids::block(ld, 0x3_0000);
-        let good_auth = ids.auth(&good, true);
-        type Case = (&'static str, [u8; 96], [u8; PAGE_SIZE], bool, FwStatus);
+        let good_block = Ids::block(ld, 0x3_0000);
+        let (good, good_auth) = ids.signed(&good_block, true);
+        type Case = (
+            &'static str,
+            [u8; ID_BLOCK_SIZE],
+            [u8; ID_AUTH_SIZE],
+            bool,
+            FwStatus,
+        );
         let mut cases: Vec<Case> = Vec::new();
-        let wrong_ld = Ids::block([0xAA; 48], 0x3_0000);
+        let (wrong_ld, wrong_ld_auth) = ids.signed(&Ids::block([0xAA; 48], 0x3_0000), true);
         cases.push((
             "LD is not the digest",
             wrong_ld,
-            ids.auth(&wrong_ld, true),
+            wrong_ld_auth,
             true,
             FwStatus::BAD_MEASUREMENT,
         ));
-        let wrong_policy = Ids::block(ld, 0x3_0000 | 1 << 19);
+        let (wrong_policy, wrong_policy_auth) =
+            ids.signed(&Ids::block(ld, 0x3_0000 | 1 << 19), true);
         cases.push((
             "POLICY differs",
             wrong_policy,
-            ids.auth(&wrong_policy, true),
+            wrong_policy_auth,
             true,
             FwStatus::POLICY_FAILURE,
         ));
         // The signature is over another ID block (GUEST_SVN 8): the one given was altered.
-        let mut signed = good;
-        signed[0x54] = 8;
+        let (_, other_auth) = ids.signed(
+            &IdBlock {
+                guest_svn: 8,
+                ..good_block
+            },
+            true,
+        );
         cases.push((
             "ID block altered after signing",
             good,
-            ids.auth(&signed, true),
+            other_auth,
             true,
             FwStatus::BAD_SIGNATURE,
         ));
@@ -647,18 +688,31 @@ mod id_block {
         let mut algo = good_auth;
         algo[0] = 2;
         cases.push(("ID_KEY_ALGO", good, algo, true, FwStatus::INVALID_PARAM));
-        let mut version = good;
-        version[0x50] = 2;
+        let (version, version_auth) = ids.signed(
+            &IdBlock {
+                version: 2,
+                ..good_block
+            },
+            true,
+        );
         cases.push((
             "VERSION",
             version,
-            ids.auth(&version, true),
+            version_auth,
             true,
             FwStatus::INVALID_PARAM,
         ));
         let mut curve = good_auth;
         curve[0x240] = 3;
         cases.push(("ID key curve", good, curve, true, FwStatus::BAD_SIGNATURE));
+        let (_, no_author) = ids.signed(&good_block, false);
+        cases.push((
+            "AUTHOR_KEY_EN without an author key",
+            good,
+            no_author,
+            true,
+            FwStatus::INVALID_PARAM,
+        ));
         for (what, block, auth, author, status) in cases {
             let mut psp = started();
             assert_eq!(

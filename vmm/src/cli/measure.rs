@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use base64::Engine as _;
 use cloister_attestation::launch::cpu_types::{self, CpuTypeError};
 use cloister_attestation::launch::{
-    qemu_ovmf_plan, LaunchDigest, LaunchPlan, PlanError, QemuOvmfParams, RegionRole, VmmType,
-    LD_SIZE,
+    qemu_ovmf_plan, LaunchDigest, LaunchPlan, PlanError, PlanSummary, QemuOvmfParams, RegionRole,
+    VmmType, LD_SIZE,
 };
 use cloister_firmware::{OvmfError, OvmfImage, SevHashes};
 
@@ -22,9 +22,9 @@ pub struct MeasureArgs {
     /// only, to pass later as --snp-ovmf-hash).
     #[arg(long)]
     pub mode: Option<String>,
-    /// Number of guest vCPUs.
-    #[arg(long, value_name = "N")]
-    pub vcpus: Option<u32>,
+    /// The guest: vCPUs, kernel, initrd, command line.
+    #[command(flatten)]
+    pub guest: GuestArgs,
     /// vCPU model, as QEMU's -cpu names it (EPYC, EPYC-v4, EPYC-Milan, EPYC-Genoa, ...).
     #[arg(long, value_name = "CPUTYPE")]
     pub vcpu_type: Option<String>,
@@ -50,30 +50,6 @@ pub struct MeasureArgs {
     /// cloister (the plan `cloister run` launches).
     #[arg(long, value_name = "qemu-ovmf|cloister", default_value = "qemu-ovmf")]
     pub layout: String,
-    /// Layout cloister: the platform the launch is for. The measured bytes differ: on
-    /// snp the page tables carry the C-bit, on sim they cannot.
-    #[arg(long, value_name = "snp|sim", default_value = "snp")]
-    pub platform: String,
-    /// Layout cloister: guest memory, as `cloister run --memory`.
-    #[arg(long, value_name = "SIZE", default_value = crate::config::DEFAULT_MEMORY)]
-    pub memory: String,
-    /// Layout cloister: the tenant policy `run --policy` would enforce: a launch it forbids
-    /// is refused here too, and the guest policy it gives is reported with --json.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    /// Layout cloister: number of virtio-blk disks, as `cloister run --disk` given N times
-    /// (each is announced in the ACPI tables and on the command line).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub disks: usize,
-    /// Kernel for measured direct boot (its SHA-256 goes into the SEV hashes table).
-    #[arg(long, value_name = "PATH")]
-    pub kernel: Option<PathBuf>,
-    /// Initrd (use with --kernel).
-    #[arg(long, value_name = "PATH")]
-    pub initrd: Option<PathBuf>,
-    /// Kernel command line (use with --kernel).
-    #[arg(long, value_name = "CMDLINE")]
-    pub append: Option<String>,
     /// SEV features of the guest's VMSAs, decimal or 0x-prefixed hex (default 0x1: SNP).
     #[arg(long, value_name = "VALUE", value_parser = parse_auto_int, default_value = "0x1")]
     pub guest_features: u64,
@@ -92,6 +68,62 @@ pub struct MeasureArgs {
     /// Print a JSON object: the measurement and a summary of the launch plan.
     #[arg(long)]
     pub json: bool,
+    /// Layout cloister's own inputs.
+    #[command(flatten, next_help_heading = "Layout cloister")]
+    pub cloister: CloisterArgs,
+}
+
+/// The guest both layouts measure (shared with `cloister id-block`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuestArgs {
+    /// Number of guest vCPUs (layout cloister: as `run --cpus`, default 1).
+    #[arg(long, value_name = "N")]
+    pub vcpus: Option<u32>,
+    /// Kernel. Layout qemu-ovmf: for measured direct boot (its SHA-256 goes into the SEV
+    /// hashes table). Layout cloister: as `run --kernel` (default: the built-in guest).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Initrd (layout qemu-ovmf: use with --kernel).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line (layout qemu-ovmf: use with --kernel; layout cloister: as
+    /// `run --cmdline`, with the same default).
+    #[arg(long, value_name = "CMDLINE")]
+    pub append: Option<String>,
+}
+
+/// What else decides the plan `cloister run` launches: the platform, memory, disks and
+/// tenant policy (shared with `cloister id-block`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CloisterArgs {
+    /// The platform the launch is for. The measured bytes differ: on snp the page tables
+    /// carry the C-bit, on sim they cannot.
+    #[arg(long, value_name = "snp|sim", default_value = "snp")]
+    pub platform: String,
+    /// Guest memory, as `cloister run --memory`.
+    #[arg(long, value_name = "SIZE", default_value = crate::config::DEFAULT_MEMORY)]
+    pub memory: String,
+    /// The tenant policy `run --policy` would enforce: a launch it forbids is refused here
+    /// too, and the guest policy comes from it.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Number of virtio-blk disks, as `cloister run --disk` given N times (each is
+    /// announced in the ACPI tables and on the command line).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub disks: usize,
+}
+
+/// A Cloister-layout launch, predicted: what `cloister run` with the same inputs measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloisterLaunch {
+    /// The platform predicted for.
+    pub platform: crate::boot::plan::Platform,
+    /// The launch digest.
+    pub measurement: [u8; LD_SIZE],
+    /// The guest policy given to SNP_LAUNCH_START (from the tenant policy, or the default).
+    pub guest_policy: u64,
+    /// What the plan loads.
+    pub summary: PlanSummary,
 }
 
 /// How the measurement is printed.
@@ -200,7 +232,7 @@ pub fn main(args: MeasureArgs) -> ExitCode {
 
 /// Parses an integer the way Python's `int(s, 0)` does for the common forms: decimal, or
 /// hex/octal/binary with a 0x/0o/0b prefix.
-fn parse_auto_int(s: &str) -> Result<u64, String> {
+pub fn parse_auto_int(s: &str) -> Result<u64, String> {
     let t = s.trim().replace('_', "");
     let lower = t.to_ascii_lowercase();
     let parsed = if let Some(h) = lower.strip_prefix("0x") {
@@ -248,7 +280,7 @@ fn vmm_type(name: &str) -> Result<VmmType, MeasureError> {
     }
 }
 
-fn kernel_hashes(args: &MeasureArgs) -> Result<Option<SevHashes>, MeasureError> {
+fn kernel_hashes(args: &GuestArgs) -> Result<Option<SevHashes>, MeasureError> {
     let Some(kernel) = &args.kernel else {
         return Ok(None);
     };
@@ -274,7 +306,7 @@ fn format_measurement(ld: &[u8; LD_SIZE], format: OutputFormat) -> String {
 /// Computes the output text (measurement line or JSON) for `args`.
 pub fn run(args: &MeasureArgs) -> Result<String, MeasureError> {
     match args.layout.as_str() {
-        "qemu-ovmf" if args.policy.is_some() => {
+        "qemu-ovmf" if args.cloister.policy.is_some() => {
             return Err(MeasureError::Cloister(
                 "--policy belongs to --layout cloister (the launch `cloister run` makes)".into(),
             ))
@@ -291,10 +323,10 @@ pub fn run(args: &MeasureArgs) -> Result<String, MeasureError> {
         other => return Err(MeasureError::Mode(other.to_string())),
     };
     if !ovmf_only {
-        if args.initrd.is_some() && args.kernel.is_none() {
+        if args.guest.initrd.is_some() && args.guest.kernel.is_none() {
             return Err(MeasureError::NeedsKernel("--initrd"));
         }
-        if args.append.is_some() && args.kernel.is_none() {
+        if args.guest.append.is_some() && args.guest.kernel.is_none() {
             return Err(MeasureError::NeedsKernel("--append"));
         }
     }
@@ -315,7 +347,7 @@ pub fn run(args: &MeasureArgs) -> Result<String, MeasureError> {
         }
         return Ok(hex::encode(d.digest()));
     }
-    let vcpus = args.vcpus.ok_or(MeasureError::NoVcpus)?;
+    let vcpus = args.guest.vcpus.ok_or(MeasureError::NoVcpus)?;
     let vmm = vmm_type(&args.vmm_type)?;
     let signature = match vcpu_signature(args) {
         // EC2 and GCE put a fixed value in RDX; sev-snp-measure does not require a type.
@@ -326,7 +358,7 @@ pub fn run(args: &MeasureArgs) -> Result<String, MeasureError> {
         vcpus,
         vcpu_signature: signature,
         guest_features: args.guest_features,
-        kernel_hashes: kernel_hashes(args)?,
+        kernel_hashes: kernel_hashes(&args.guest)?,
         vmm,
     };
     let plan = qemu_ovmf_plan(&ovmf, &params)?;
@@ -428,20 +460,54 @@ fn json_summary(
 /// `--layout cloister`: the measurement of exactly the plan `cloister run` launches with
 /// the same kernel, initrd, command line, vCPUs, memory and disk count.
 fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
-    use crate::boot::plan::{cloister_plan, LayoutInputs, Platform};
     if args.ovmf.is_some() {
         return Err(MeasureError::NotForCloister("--ovmf"));
     }
     if args.snp_ovmf_hash.is_some() {
         return Err(MeasureError::NotForCloister("--snp-ovmf-hash"));
     }
-    let platform = match args.platform.as_str() {
+    let launch = measure_cloister(&args.guest, &args.cloister)?;
+    let measurement = format_measurement(&launch.measurement, args.output_format);
+    if args.json {
+        let summary = &launch.summary;
+        let json = serde_json::json!({
+            "layout": "cloister",
+            "platform": launch.platform.name(),
+            "measurement": measurement,
+            "guest_policy": format!("{:#x}", launch.guest_policy),
+            "vcpus": summary.vcpus,
+            "pages": summary.pages,
+            "pages_by_type": summary.pages_by_type,
+            "bytes_measured": summary.bytes_measured,
+            "regions": summary.regions,
+        });
+        return Ok(serde_json::to_string_pretty(&json).unwrap_or_default());
+    }
+    if args.verbose {
+        return Ok(format!(
+            "Calculated SEV-SNP launch measurement (cloister layout, platform {}): {measurement}",
+            launch.platform.name()
+        ));
+    }
+    Ok(measurement)
+}
+
+/// Builds and measures the plan `cloister run` launches with these inputs (`--cpus` is
+/// `guest.vcpus`, `--cmdline` is `guest.append`, one disk per `cloister.disks`), applying
+/// the tenant policy as `run --policy` does. Shared by `measure --layout cloister` and
+/// `id-block`, so both sign and predict the launch `run` makes.
+pub fn measure_cloister(
+    guest: &GuestArgs,
+    cloister: &CloisterArgs,
+) -> Result<CloisterLaunch, MeasureError> {
+    use crate::boot::plan::{cloister_plan, LayoutInputs, Platform};
+    let platform = match cloister.platform.as_str() {
         "snp" => Platform::Snp,
         "sim" => Platform::Sim,
         other => return Err(MeasureError::Platform(other.to_string())),
     };
     // As `cloister run --cpus`, 1 by default.
-    let vcpus = args.vcpus.unwrap_or(1);
+    let vcpus = guest.vcpus.unwrap_or(1);
     let vcpus = u8::try_from(vcpus)
         .ok()
         .filter(|n| (1..=crate::boot::mptable::MAX_CPUS).contains(n))
@@ -451,30 +517,34 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
                 crate::boot::mptable::MAX_CPUS
             ))
         })?;
-    let memory: crate::memory::MemorySize = args
+    let memory: crate::memory::MemorySize = cloister
         .memory
         .parse()
         .map_err(|e: crate::memory::MemoryError| MeasureError::Cloister(e.to_string()))?;
     crate::memory::validate_size(memory, None)
         .map_err(|e| MeasureError::Cloister(e.to_string()))?;
-    let source = args.kernel.clone().map_or(
+    let source = guest.kernel.clone().map_or(
         crate::config::KernelSource::BuiltIn,
         crate::config::KernelSource::File,
     );
     let (kernel, kernel_name) =
         crate::builder::kernel_image(&source).map_err(|e| MeasureError::Cloister(e.to_string()))?;
-    let initrd = match args.initrd.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+    let initrd = match guest
+        .initrd
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         Some(path) => Some((read("initrd", path)?, path.display().to_string())),
         None => None,
     };
-    let guest_policy = match &args.policy {
+    let guest_policy = match &cloister.policy {
         Some(path) => {
             let policy = cloister_policy::Policy::from_file(path)
                 .map_err(|e| MeasureError::Cloister(format!("--policy: {e}")))?;
             let launch = crate::builder::describe_launch(
                 platform,
                 vcpus,
-                (0..args.disks).map(|i| format!("disk {i}")),
+                (0..cloister.disks).map(|i| format!("disk {i}")),
                 None,
             );
             policy.check_launch(&launch).map_err(|refusal| {
@@ -486,12 +556,12 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         }
         None => cloister_attestation::launch::plan::DEFAULT_GUEST_POLICY,
     };
-    let user_cmdline = args
+    let user_cmdline = guest
         .append
         .clone()
         .unwrap_or_else(|| crate::config::DEFAULT_CMDLINE.to_string());
-    let (_, cmdline, devices) = crate::builder::disk_layout(args.disks, &user_cmdline)
-        .map_err(|e| MeasureError::Cloister(format!("--disks {}: {e}", args.disks)))?;
+    let (_, cmdline, devices) = crate::builder::disk_layout(cloister.disks, &user_cmdline)
+        .map_err(|e| MeasureError::Cloister(format!("--disks {}: {e}", cloister.disks)))?;
     let planned = cloister_plan(&LayoutInputs {
         kernel: &kernel,
         kernel_name: &kernel_name,
@@ -505,30 +575,12 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         host_data: [0; 32],
     })
     .map_err(|e| MeasureError::Cloister(e.to_string()))?;
-    let ld = planned.plan.measure();
-    let measurement = format_measurement(&ld, args.output_format);
-    if args.json {
-        let summary = planned.plan.summary();
-        let json = serde_json::json!({
-            "layout": "cloister",
-            "platform": platform.name(),
-            "measurement": measurement,
-            "guest_policy": format!("{guest_policy:#x}"),
-            "vcpus": summary.vcpus,
-            "pages": summary.pages,
-            "pages_by_type": summary.pages_by_type,
-            "bytes_measured": summary.bytes_measured,
-            "regions": summary.regions,
-        });
-        return Ok(serde_json::to_string_pretty(&json).unwrap_or_default());
-    }
-    if args.verbose {
-        return Ok(format!(
-            "Calculated SEV-SNP launch measurement (cloister layout, platform {}): {measurement}",
-            platform.name()
-        ));
-    }
-    Ok(measurement)
+    Ok(CloisterLaunch {
+        platform,
+        measurement: planned.plan.measure(),
+        guest_policy,
+        summary: planned.plan.summary(),
+    })
 }
 
 #[cfg(test)]

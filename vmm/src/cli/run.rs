@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::builder::{build, LaunchSummary, VmExit};
+use crate::builder::{build_with_id_block, IdBlockFiles, LaunchSummary, VmExit};
 use crate::config::Platform;
 use crate::config::{VmConfig, VmRequest, DEFAULT_MEMORY};
 
@@ -59,6 +59,18 @@ pub struct RunArgs {
     /// is derived from it, and a launch it forbids is refused before the VM exists.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// ID block (96 bytes, from `cloister id-block`) for SNP_LAUNCH_FINISH (sim, snp): the
+    /// firmware refuses the launch unless its signature verifies and its LD and POLICY are
+    /// this launch's.
+    #[arg(long, value_name = "FILE", requires = "id_auth")]
+    pub id_block: Option<PathBuf>,
+    /// ID authentication structure (4096 bytes) signing the --id-block.
+    #[arg(long, value_name = "FILE", requires = "id_block")]
+    pub id_auth: Option<PathBuf>,
+    /// Set AUTHOR_KEY_EN: the firmware also checks the author key in --id-auth, and
+    /// reports carry its digest (AUTHOR_KEY_DIGEST). Not inferred from the file.
+    #[arg(long, requires = "id_block")]
+    pub id_author_key: bool,
     /// The SEV device (--platform snp).
     #[arg(long, value_name = "PATH", default_value = "/dev/sev")]
     pub sev_device: PathBuf,
@@ -95,7 +107,15 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_VMM_ERROR);
         }
     };
-    let vmm = match build(&config, &config.kvm_device) {
+    let id_block = match (args.id_block, args.id_auth) {
+        (Some(id_block), Some(id_auth)) => Some(IdBlockFiles {
+            id_block,
+            id_auth,
+            author_key_enabled: args.id_author_key,
+        }),
+        _ => None,
+    };
+    let vmm = match build_with_id_block(&config, &config.kvm_device, id_block.as_ref()) {
         Ok(vmm) => vmm,
         Err(e) => {
             eprintln!("cloister run: {e}");
