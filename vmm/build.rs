@@ -42,6 +42,8 @@ use std::process::{Command, ExitCode};
 
 /// Physical load address of the guest (the linker script's base).
 const LOAD_ADDRESS: u64 = 0x10_0000;
+/// Physical address of the boot verifier (its linker script's base and entry).
+const VERIFIER_BASE: u64 = 0x1_0000;
 /// Setup sectors after the boot sector in the bzImage (2 x 512 bytes of setup in all).
 const SETUP_SECTS: u8 = 1;
 /// The guest's target: the host's, used bare-metal.
@@ -57,7 +59,7 @@ fn main() -> ExitCode {
     match build() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: building the test guest (tests/guest) failed: {e}");
+            eprintln!("error: building the test guest or the boot verifier failed: {e}");
             ExitCode::FAILURE
         }
     }
@@ -74,19 +76,83 @@ fn build() -> Result<(), String> {
     let manifest_dir =
         env::var("CARGO_MANIFEST_DIR").map_err(|e| format!("CARGO_MANIFEST_DIR: {e}"))?;
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
-    let guest_dir = Path::new(&manifest_dir)
-        .join("../tests/guest")
-        .canonicalize()
-        .map_err(|e| format!("tests/guest: {e}"))?;
-    let script = guest_dir.join("guest.ld");
-    for input in ["src", "guest.ld", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", guest_dir.join(input).display());
-    }
     for var in ["CARGO_HOME", "CARGO_NET_OFFLINE"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
+    let root = Path::new(&manifest_dir);
 
-    let target_dir = out_dir.join("guest-target");
+    let elf = bare_metal(
+        root,
+        &out_dir,
+        &BareMetal {
+            dir: "tests/guest",
+            script: "guest.ld",
+            bin: "cloister-test-guest",
+            target: "guest-target",
+        },
+    )?;
+    let elf_path = out_dir.join("cloister-test-guest.elf");
+    fs::write(&elf_path, &elf).map_err(|e| format!("writing {}: {e}", elf_path.display()))?;
+    let image = flat_image(&elf, LOAD_ADDRESS, LOAD_ADDRESS + 0x200)?;
+    let bzimage = bzimage(&image)?;
+    let bz_path = out_dir.join("cloister-test-guest.bzImage");
+    fs::write(&bz_path, bzimage).map_err(|e| format!("writing {}: {e}", bz_path.display()))?;
+
+    // The boot verifier: its loaded bytes from VERIFIER_BASE, and how much memory it
+    // needs from there (bss, page tables, scratch, stack), for the VMM's layout.
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("../firmware/verifier/src").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("../firmware/verifier/Cargo.toml").display()
+    );
+    let elf = bare_metal(
+        root,
+        &out_dir,
+        &BareMetal {
+            dir: "firmware/verifier-image",
+            script: "verifier.ld",
+            bin: "cloister-verifier",
+            target: "verifier-target",
+        },
+    )?;
+    let image = flat_image(&elf, VERIFIER_BASE, VERIFIER_BASE)?;
+    let bin_path = out_dir.join("cloister-verifier.bin");
+    fs::write(&bin_path, &image.bytes)
+        .map_err(|e| format!("writing {}: {e}", bin_path.display()))?;
+    let size_path = out_dir.join("cloister-verifier.memsize");
+    fs::write(&size_path, image.mem_size.to_string())
+        .map_err(|e| format!("writing {}: {e}", size_path.display()))?;
+    Ok(())
+}
+
+/// A bare-metal crate built for the host target.
+struct BareMetal {
+    /// Its directory, relative to the workspace root.
+    dir: &'static str,
+    /// Its linker script, in that directory.
+    script: &'static str,
+    /// The binary's name.
+    bin: &'static str,
+    /// Its target directory's name under OUT_DIR.
+    target: &'static str,
+}
+
+/// Builds `crate_` (see the top for the flags) and returns its ELF.
+fn bare_metal(vmm_dir: &Path, out_dir: &Path, crate_: &BareMetal) -> Result<Vec<u8>, String> {
+    let guest_dir = vmm_dir
+        .join("..")
+        .join(crate_.dir)
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", crate_.dir))?;
+    let script = guest_dir.join(crate_.script);
+    for input in ["src", crate_.script, "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", guest_dir.join(input).display());
+    }
+
+    let target_dir = out_dir.join(crate_.target);
     let mut flags: Vec<String> = [
         "-Crelocation-model=static",
         "-Ccode-model=small",
@@ -104,9 +170,16 @@ fn build() -> Result<(), String> {
         flags.push(cfg.into());
     }
     flags.push(format!(
-        "--remap-path-prefix={}=tests/guest",
-        guest_dir.display()
+        "--remap-path-prefix={}={}",
+        guest_dir.display(),
+        crate_.dir
     ));
+    if let Ok(firmware) = vmm_dir.join("../firmware").canonicalize() {
+        flags.push(format!(
+            "--remap-path-prefix={}=firmware",
+            firmware.display()
+        ));
+    }
     flags.push(format!(
         "--remap-path-prefix={}=/guest-target",
         target_dir.display()
@@ -145,25 +218,18 @@ fn build() -> Result<(), String> {
             output.status
         ));
     }
-    // Surface the guest's own warnings; the sse2 one is expected (see the top).
+    // Surface the crate's own warnings; the sse2 one is expected (see the top).
     for line in stderr.lines().filter(|l| l.starts_with("warning")) {
         if !line.contains("`sse2`") && !line.contains("generated") {
-            println!("cargo:warning=test guest: {line}");
+            println!("cargo:warning={}: {line}", crate_.dir);
         }
     }
 
     let built = target_dir
         .join(GUEST_TARGET)
         .join("release")
-        .join("cloister-test-guest");
-    let elf = fs::read(&built).map_err(|e| format!("reading {}: {e}", built.display()))?;
-    let elf_path = out_dir.join("cloister-test-guest.elf");
-    fs::write(&elf_path, &elf).map_err(|e| format!("writing {}: {e}", elf_path.display()))?;
-    let image = flat_image(&elf)?;
-    let bzimage = bzimage(&image)?;
-    let bz_path = out_dir.join("cloister-test-guest.bzImage");
-    fs::write(&bz_path, bzimage).map_err(|e| format!("writing {}: {e}", bz_path.display()))?;
-    Ok(())
+        .join(crate_.bin);
+    fs::read(&built).map_err(|e| format!("reading {}: {e}", built.display()))
 }
 
 /// The guest's loadable segments as one flat image starting at `LOAD_ADDRESS`.
@@ -199,22 +265,19 @@ fn to_usize(v: u64) -> Result<usize, String> {
     usize::try_from(v).map_err(|_| format!("guest ELF value {v:#x} too large"))
 }
 
-fn flat_image(elf: &[u8]) -> Result<FlatImage, String> {
+fn flat_image(elf: &[u8], load_address: u64, expected_entry: u64) -> Result<FlatImage, String> {
     if elf.get(..4) != Some(b"\x7fELF".as_slice()) || elf.get(4) != Some(&2) {
         return Err("guest is not an ELF64 file".into());
     }
     let entry = u64_at(elf, 0x18)?;
-    if entry != LOAD_ADDRESS + 0x200 {
-        return Err(format!(
-            "guest entry is {entry:#x}, expected {:#x}",
-            LOAD_ADDRESS + 0x200
-        ));
+    if entry != expected_entry {
+        return Err(format!("entry is {entry:#x}, expected {expected_entry:#x}"));
     }
     let phoff = to_usize(u64_at(elf, 0x20)?)?;
     let phentsize = usize::from(u16_at(elf, 0x36)?);
     let phnum = usize::from(u16_at(elf, 0x38)?);
     let mut bytes = Vec::new();
-    let mut mem_end = LOAD_ADDRESS;
+    let mut mem_end = load_address;
     for i in 0..phnum {
         let ph = phoff + i * phentsize;
         if u32_at(elf, ph)? != 1 {
@@ -224,12 +287,10 @@ fn flat_image(elf: &[u8]) -> Result<FlatImage, String> {
         let paddr = u64_at(elf, ph + 0x18)?;
         let filesz = to_usize(u64_at(elf, ph + 0x20)?)?;
         let memsz = u64_at(elf, ph + 0x28)?;
-        if paddr < LOAD_ADDRESS {
-            return Err(format!(
-                "guest segment at {paddr:#x} is below {LOAD_ADDRESS:#x}"
-            ));
+        if paddr < load_address {
+            return Err(format!("segment at {paddr:#x} is below {load_address:#x}"));
         }
-        let at = to_usize(paddr - LOAD_ADDRESS)?;
+        let at = to_usize(paddr - load_address)?;
         let data = elf
             .get(offset..offset + filesz)
             .ok_or("guest ELF segment runs past the file")?;
@@ -244,7 +305,7 @@ fn flat_image(elf: &[u8]) -> Result<FlatImage, String> {
     }
     Ok(FlatImage {
         bytes,
-        mem_size: mem_end - LOAD_ADDRESS,
+        mem_size: mem_end - load_address,
     })
 }
 
@@ -263,8 +324,10 @@ fn bzimage(image: &FlatImage) -> Result<Vec<u8>, String> {
     out[0x1f1] = SETUP_SECTS;
     put32(&mut out, 0x1f4, pm_len.div_ceil(16)); // syssize
     put16(&mut out, 0x1fe, 0xaa55); // boot_flag
-    out[0x200] = 0xeb; // jump: no real-mode entry, a jump to itself
-    out[0x201] = 0xfe;
+                                    // The jump over the header: its offset byte also says where the header ends
+                                    // (0x202 + 0x6a = 0x26c, the end of a 2.15 header); there is no real-mode entry.
+    out[0x200] = 0xeb;
+    out[0x201] = 0x6a;
     out[0x202..0x206].copy_from_slice(b"HdrS");
     put16(&mut out, 0x206, 0x020f); // version 2.15
     out[0x211] = 0x01; // loadflags: LOADED_HIGH

@@ -288,6 +288,41 @@ impl Vmsa {
         }
     }
 
+    /// The state for entering flat 32-bit protected mode with paging off at `eip` (how
+    /// Cloister's boot verifier starts: the same state on every platform, no page tables
+    /// needed). Segments are flat 4 GiB (code 0x10, data 0x18; the verifier loads its own
+    /// GDT before it reloads them).
+    pub fn protected_mode(eip: u32, sev_features: u64) -> Self {
+        // 0xc9b / 0xc93: present, DPL 0, code exec/read or data read/write, accessed,
+        // G (4 KiB granularity) and DB (32-bit).
+        let data = Segment::new(0x18, 0xc93, 0xffff_ffff, 0);
+        Vmsa {
+            es: data,
+            cs: Segment::new(0x10, 0xc9b, 0xffff_ffff, 0),
+            ss: data,
+            ds: data,
+            fs: data,
+            gs: data,
+            gdtr: Segment::new(0, 0, 0xffff, 0),
+            ldtr: Segment::new(0, 0x82, 0xffff, 0),
+            idtr: Segment::new(0, 0, 0xffff, 0),
+            tr: Segment::new(0, 0x8b, 0xffff, 0),
+            efer: EFER_SVME,
+            cr0: CR0_PE | CR0_ET | CR0_NE,
+            cr4: CR4_MCE,
+            dr7: 0x400,
+            dr6: 0xffff_0ff0,
+            rflags: 0x2,
+            rip: u64::from(eip),
+            g_pat: PAT_RESET,
+            sev_features,
+            xcr0: 0x1,
+            mxcsr: 0x1f80,
+            x87_fcw: 0x37f,
+            ..Vmsa::default()
+        }
+    }
+
     /// Encodes the VMSA page.
     pub fn to_page(&self) -> Box<[u8; VMSA_SIZE]> {
         use offsets as o;

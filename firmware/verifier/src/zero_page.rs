@@ -125,8 +125,9 @@ pub struct BzImage {
 }
 
 impl BzImage {
-    /// Reads and checks the setup header of `image`.
-    pub fn parse(image: &[u8]) -> Result<Self, BootError> {
+    /// Reads and checks the setup header at the start of `image`, a bzImage of
+    /// `total_len` bytes (`image` may hold only its first bytes: the setup sectors).
+    pub fn parse(image: &[u8], total_len: u64) -> Result<Self, BootError> {
         if image.len() < HEADER_LIMIT {
             return Err(BootError::Truncated);
         }
@@ -153,7 +154,7 @@ impl BzImage {
             n => usize::from(n),
         };
         let code_offset = (setup_sects + 1) * 512;
-        if code_offset >= image.len() {
+        if code_offset as u64 >= total_len {
             return Err(BootError::Truncated);
         }
         let alignment = (image[OFF_RELOCATABLE] != 0)
@@ -178,10 +179,11 @@ fn low32(what: u64) -> Result<u32, BootError> {
     u32::try_from(what).map_err(|_| BootError::Above4G(what))
 }
 
-/// Builds the zero page for the kernel `image` placed as `m` says, into `out`; returns
-/// the kernel's 64-bit entry (load address + 0x200).
-pub fn build(image: &[u8], m: &Manifest, out: &mut [u8; ZERO_PAGE_SIZE]) -> Result<u64, BootError> {
-    let bz = BzImage::parse(image)?;
+/// Builds the zero page for the kernel `m.kernel` (a bzImage of `m.kernel.size` bytes
+/// whose setup sectors are `setup`) placed as `m` says, into `out`; returns the kernel's
+/// 64-bit entry (load address + 0x200).
+pub fn build(setup: &[u8], m: &Manifest, out: &mut [u8; ZERO_PAGE_SIZE]) -> Result<u64, BootError> {
+    let bz = BzImage::parse(setup, m.kernel.size)?;
     let load = m.kernel.load;
     let ok_address = match bz.alignment {
         Some(align) => load.is_multiple_of(align),
@@ -190,7 +192,7 @@ pub fn build(image: &[u8], m: &Manifest, out: &mut [u8; ZERO_PAGE_SIZE]) -> Resu
     if !ok_address {
         return Err(BootError::LoadAddress(load));
     }
-    let code_len = (image.len() - bz.code_offset) as u64;
+    let code_len = m.kernel.size - bz.code_offset as u64;
     let room = (load, load.saturating_add(bz.init_size.max(code_len)));
     let others = [
         (m.zero_page, m.zero_page + ZERO_PAGE_SIZE as u64),
@@ -207,7 +209,7 @@ pub fn build(image: &[u8], m: &Manifest, out: &mut [u8; ZERO_PAGE_SIZE]) -> Resu
         return Err(BootError::Overlap(other.0));
     }
     out.fill(0);
-    out[OFF_SETUP_SECTS..bz.header_end].copy_from_slice(&image[OFF_SETUP_SECTS..bz.header_end]);
+    out[OFF_SETUP_SECTS..bz.header_end].copy_from_slice(&setup[OFF_SETUP_SECTS..bz.header_end]);
     out[OFF_TYPE_OF_LOADER] = LOADER_UNDEFINED;
     out[OFF_LOADFLAGS] |= LOADED_HIGH;
     put_u32(out, OFF_CODE32_START, low32(load)?);
@@ -282,8 +284,9 @@ mod tests {
 
     #[test]
     fn builds_the_zero_page() {
-        let m = sample();
+        let mut m = sample();
         let img = bzimage(4096);
+        m.kernel.size = img.len() as u64;
         let mut zp = [0xAAu8; ZERO_PAGE_SIZE];
         let entry = build(&img, &m, &mut zp).unwrap();
         assert_eq!(entry, m.kernel.load + 0x200);
@@ -306,13 +309,16 @@ mod tests {
 
     #[test]
     fn refuses_bad_kernels_and_placements() {
-        let m = sample();
+        let mut m = sample();
         let mut zp = [0u8; ZERO_PAGE_SIZE];
         let good = bzimage(4096);
+        m.kernel.size = good.len() as u64;
         let case = |f: &dyn Fn(&mut Vec<u8>), m: &Manifest| {
             let mut img = good.clone();
             f(&mut img);
-            build(&img, m, &mut [0u8; ZERO_PAGE_SIZE])
+            let mut m = *m;
+            m.kernel.size = img.len() as u64;
+            build(&img, &m, &mut [0u8; ZERO_PAGE_SIZE])
         };
         assert_eq!(case(&|i| i.truncate(0x200), &m), Err(BootError::Truncated));
         assert_eq!(case(&|i| i.truncate(1024), &m), Err(BootError::Truncated));

@@ -18,7 +18,7 @@
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use cloister_test_guest::ghcb::{
     exit, ioio_info, msr_psc, msr_psc_result, msr_register, msr_register_ok,
@@ -46,6 +46,14 @@ pub enum Mode {
 }
 
 static MODE: AtomicU8 = AtomicU8::new(Mode::Direct as u8);
+/// Set when a CC blob promised the simulated platform but nothing answered its VMGEXIT.
+static NO_ANSWER: AtomicBool = AtomicBool::new(false);
+
+/// Whether the guest found a CC blob but no simulated VMGEXIT (a plain VM with an
+/// SNP-style blob in memory): it then uses plain port I/O and has no guest requests.
+pub fn sim_unanswered() -> bool {
+    NO_ANSWER.load(Ordering::Relaxed)
+}
 
 /// The current mode.
 pub fn mode() -> Mode {
@@ -137,8 +145,9 @@ fn vmgexit() {
     match mode() {
         Mode::Snp | Mode::Direct => {
             // SAFETY: `rep vmmcall` (VMGEXIT); the hypervisor may write the shared
-            // pages, so the asm is not `nomem`.
-            unsafe { asm!(".byte 0xf3, 0x0f, 0x01, 0xd9", options(nostack)) }
+            // pages, so the asm is not `nomem`; RAX is declared clobbered in case a
+            // hypervisor treats it as a hypercall.
+            unsafe { asm!(".byte 0xf3, 0x0f, 0x01, 0xd9", out("rax") _, options(nostack)) }
         }
         Mode::SimGhcb => {
             let gpa = shared_gpa() as u32;
@@ -196,6 +205,18 @@ pub fn select(c_bit: u64, cc_blob: bool) {
         MODE.store(Mode::Snp as u8, Ordering::Relaxed);
     } else if cc_blob {
         MODE.store(Mode::SimGhcb as u8, Ordering::Relaxed);
+        // Probe: a port read the simulated platform answers (SW_EXITINFO1 = 0). Nothing
+        // answers on a plain VM, and the guest falls back to plain port I/O.
+        // SAFETY: not re-entered; no other reference is live.
+        let pages = unsafe { shared() };
+        let answered = exit_with(pages, |g| {
+            g.set(offset::RAX, 0);
+            g.set_exit(exit::IOIO, ioio_info(0x80, 1, true), 0);
+        });
+        if answered.is_err() {
+            MODE.store(Mode::Direct as u8, Ordering::Relaxed);
+            NO_ANSWER.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -369,6 +390,9 @@ mod transport {
 
     impl Transport for GhcbTransport {
         fn exchange(&mut self, request: &Page, response: &mut Page) -> Result<(), TransportError> {
+            if super::mode() == super::Mode::Direct {
+                return Err(TransportError::Unavailable);
+            }
             // SAFETY: not re-entered; this is the only live reference.
             let pages = unsafe { shared() };
             pages.request = *request;

@@ -113,6 +113,9 @@ extern "C" fn guest_main(info: u64, kind: u64, c_bit: u64) -> ! {
     });
     serial::write(b")\n");
     match ghcb_io::mode() {
+        ghcb_io::Mode::Direct if ghcb_io::sim_unanswered() => line(
+            b"GHCB: a CC blob but no answer to the simulated VMGEXIT: plain port I/O, no guest requests",
+        ),
         ghcb_io::Mode::Direct => {}
         ghcb_io::Mode::SimGhcb => line(
             b"GHCB: simulated SNP platform (VMGEXIT by doorbell; memory not encrypted, no page-state changes)",

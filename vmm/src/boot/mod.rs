@@ -9,6 +9,7 @@ pub mod layout;
 pub mod mptable;
 pub mod paging;
 pub mod plan;
+pub mod verifier_plan;
 pub mod zero_page;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};

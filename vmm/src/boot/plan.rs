@@ -119,9 +119,14 @@ pub enum PlanBuildError {
     /// The plan is not valid.
     #[error("launch plan: {0}")]
     Plan(#[from] PlanError),
+    /// The verifier layout cannot hold these inputs.
+    #[error("verifier layout: {0}")]
+    Verifier(String),
 }
 
-fn write_err(what: &'static str) -> impl FnOnce(vm_memory::GuestMemoryError) -> PlanBuildError {
+pub(crate) fn write_err(
+    what: &'static str,
+) -> impl FnOnce(vm_memory::GuestMemoryError) -> PlanBuildError {
     move |e| PlanBuildError::Write {
         what,
         reason: e.to_string(),
@@ -169,8 +174,11 @@ pub struct LayoutInputs<'a> {
 pub struct CloisterPlan {
     /// The launch plan.
     pub plan: LaunchPlan<'static>,
-    /// The kernel's 64-bit entry point.
+    /// Where the vCPU starts: the kernel's 64-bit entry point, or the boot verifier.
     pub entry: u64,
+    /// Bytes the monitor writes into guest memory outside the plan, before the guest runs:
+    /// the verifier layout's unmeasured staging (kernel, initrd, command line).
+    pub staging: Vec<(u64, Vec<u8>)>,
 }
 
 /// The e820 map of this layout: the usual one, with the CPUID and secrets pages reserved
@@ -214,12 +222,35 @@ pub fn layout_e820(memory: u64, platform: Platform) -> Vec<E820Entry> {
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
-fn page_floor(a: u64) -> u64 {
+pub(crate) fn page_floor(a: u64) -> u64 {
     a & !(PAGE - 1)
 }
 
-fn page_ceil(a: u64) -> u64 {
+pub(crate) fn page_ceil(a: u64) -> u64 {
     a.div_ceil(PAGE) * PAGE
+}
+
+/// The MP table and the ACPI tables of `inputs` (CPUs, virtio-mmio devices); returns the
+/// RSDP's address.
+pub(crate) fn write_platform_tables(
+    mem: &GuestMemoryMmap,
+    inputs: &LayoutInputs<'_>,
+) -> Result<GuestAddress, PlanBuildError> {
+    write_mptable(mem, inputs.vcpus)?;
+    let acpi_cfg = acpi::AcpiConfig {
+        vcpus: inputs.vcpus,
+        virtio_mmio: inputs
+            .devices
+            .iter()
+            .map(|d| acpi::MmioSlot {
+                base: d.base,
+                len: d.len,
+                gsi: d.gsi,
+            })
+            .collect(),
+        sleep_control_port: ACPI_SLEEP_CONTROL_PORT as u16,
+    };
+    Ok(acpi::write_tables(mem, &acpi_cfg)?)
 }
 
 /// Builds the plan for `inputs`.
@@ -236,21 +267,7 @@ pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuil
         }
         None => None,
     };
-    write_mptable(&mem, inputs.vcpus)?;
-    let acpi_cfg = acpi::AcpiConfig {
-        vcpus: inputs.vcpus,
-        virtio_mmio: inputs
-            .devices
-            .iter()
-            .map(|d| acpi::MmioSlot {
-                base: d.base,
-                len: d.len,
-                gsi: d.gsi,
-            })
-            .collect(),
-        sleep_control_port: ACPI_SLEEP_CONTROL_PORT as u16,
-    };
-    let rsdp = acpi::write_tables(&mem, &acpi_cfg)?;
+    let rsdp = write_platform_tables(&mem, inputs)?;
     let e820 = layout_e820(size, inputs.platform);
     let mut params = build_boot_params(&BootInfo {
         kernel: &kernel,
@@ -299,38 +316,7 @@ pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuil
 
     let mut regions = Vec::new();
     for &(gpa, len, what) in &normal {
-        let mut bytes = vec![0u8; len as usize];
-        mem.read_slice(&mut bytes, GuestAddress(gpa))
-            .map_err(write_err(what))?;
-        // Runs of all-zero pages (a kernel's room to decompress into, its .bss) go in as
-        // ZERO pages: the guest sees the same bytes, and the firmware need not hash them.
-        let mut start = 0usize;
-        while start < bytes.len() {
-            let zero = is_zero_page(&bytes[start..start + PAGE_SIZE]);
-            let mut end = start + PAGE_SIZE;
-            while end < bytes.len() && is_zero_page(&bytes[end..end + PAGE_SIZE]) == zero {
-                end += PAGE_SIZE;
-            }
-            let (run_gpa, run_len) = (gpa + start as u64, (end - start) as u64);
-            regions.push(if zero {
-                LaunchRegion::new(
-                    run_gpa,
-                    run_len,
-                    PageType::Zero,
-                    RegionRole::Other(what),
-                    RegionContents::Zeroes,
-                )?
-            } else {
-                LaunchRegion::new(
-                    run_gpa,
-                    run_len,
-                    PageType::Normal,
-                    RegionRole::Other(what),
-                    RegionContents::Bytes(Cow::Owned(bytes[start..end].to_vec())),
-                )?
-            });
-            start = end;
-        }
+        regions.extend(measured_regions(&mem, gpa, len, what)?);
     }
     let mut taken: Vec<(u64, u64)> = normal.iter().map(|&(g, l, _)| (g, g + l)).collect();
     if inputs.platform.is_snp_like() {
@@ -387,7 +373,52 @@ pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuil
     Ok(CloisterPlan {
         plan,
         entry: kernel.entry,
+        staging: Vec::new(),
     })
+}
+
+/// The launch regions of guest memory `gpa .. gpa + len` (page-aligned) as `mem` holds
+/// it: runs of all-zero pages (a kernel's room to decompress into, its .bss) go in as ZERO
+/// pages, where the guest sees the same bytes and the firmware need not hash them; the
+/// rest as NORMAL pages.
+pub(crate) fn measured_regions(
+    mem: &GuestMemoryMmap,
+    gpa: u64,
+    len: u64,
+    what: &'static str,
+) -> Result<Vec<LaunchRegion<'static>>, PlanBuildError> {
+    let mut bytes = vec![0u8; len as usize];
+    mem.read_slice(&mut bytes, GuestAddress(gpa))
+        .map_err(write_err(what))?;
+    let mut regions = Vec::new();
+    let mut start = 0usize;
+    while start < bytes.len() {
+        let zero = is_zero_page(&bytes[start..start + PAGE_SIZE]);
+        let mut end = start + PAGE_SIZE;
+        while end < bytes.len() && is_zero_page(&bytes[end..end + PAGE_SIZE]) == zero {
+            end += PAGE_SIZE;
+        }
+        let (run_gpa, run_len) = (gpa + start as u64, (end - start) as u64);
+        regions.push(if zero {
+            LaunchRegion::new(
+                run_gpa,
+                run_len,
+                PageType::Zero,
+                RegionRole::Other(what),
+                RegionContents::Zeroes,
+            )?
+        } else {
+            LaunchRegion::new(
+                run_gpa,
+                run_len,
+                PageType::Normal,
+                RegionRole::Other(what),
+                RegionContents::Bytes(Cow::Owned(bytes[start..end].to_vec())),
+            )?
+        });
+        start = end;
+    }
+    Ok(regions)
 }
 
 /// The setup_data node (type 7, payload: the CC blob's u32 address) and the CC blob
@@ -416,7 +447,11 @@ fn is_zero_page(page: &[u8]) -> bool {
 }
 
 /// The end of the last non-zero page in `start..end` (or `start`).
-fn used_extent(mem: &GuestMemoryMmap, start: u64, end: u64) -> Result<u64, PlanBuildError> {
+pub(crate) fn used_extent(
+    mem: &GuestMemoryMmap,
+    start: u64,
+    end: u64,
+) -> Result<u64, PlanBuildError> {
     let mut page = [0u8; PAGE_SIZE];
     let mut last = start;
     let mut at = start;
@@ -431,7 +466,7 @@ fn used_extent(mem: &GuestMemoryMmap, start: u64, end: u64) -> Result<u64, PlanB
     Ok(last)
 }
 
-fn check_disjoint(taken: &mut [(u64, u64)]) -> Result<(), PlanBuildError> {
+pub(crate) fn check_disjoint(taken: &mut [(u64, u64)]) -> Result<(), PlanBuildError> {
     taken.sort_unstable();
     for w in taken.windows(2) {
         if w[1].0 < w[0].1 {
@@ -448,7 +483,7 @@ fn check_disjoint(taken: &mut [(u64, u64)]) -> Result<(), PlanBuildError> {
 }
 
 /// The parts of `start..end` not covered by `taken` (sorted, disjoint).
-fn gaps(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
+pub(crate) fn gaps(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut at = start;
     for &(s, e) in taken {

@@ -145,6 +145,7 @@ impl CertTable {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     /// The GUID's text form parsed the slow way, to pin the const construction.
