@@ -1,6 +1,6 @@
 #!/bin/sh
-# Starts one inner VM under the VMM named by $1 (cloister, cloister-sim, qemu-microvm or
-# qemu-pc) inside
+# Starts one inner VM under the VMM named by $1 (cloister, cloister-sim,
+# cloister-verifier[-guest], cloister-tamper-*, qemu-microvm or qemu-pc) inside
 # the outer VM: the inner Debian kernel, its busybox initramfs and a copy of the marker
 # disk, with the CPU count, memory size and kernel command line from /nested.conf. Each
 # VMM is configured as its users would start a Linux kernel with one virtio disk.
@@ -16,6 +16,29 @@ case "$1" in
     # launcher and the simulated kernel + secure processor, with the simulation root the
     # harness made on the host (RSA key generation is slow under TCG).
     exec cloister run --platform sim --sim-root /inner/sim-root \
+      --kernel /inner/vmlinuz --initrd /inner/initrd.cpio.gz \
+      --cmdline "$INNER_CMDLINE" --cpus "$INNER_CPUS" --memory "$INNER_MEM" \
+      --disk path=/tmp/disk.img --serial stdio
+    ;;
+  cloister-verifier)
+    # Debian through Cloister's boot verifier on the simulated platform: the PSP measures
+    # only the verifier and its manifest; the verifier checks the staged kernel, initrd
+    # and command line against the manifest's SHA-384 before it enters Linux.
+    exec cloister run --platform sim --sim-root /inner/sim-root --boot verifier \
+      --kernel /inner/vmlinuz --initrd /inner/initrd.cpio.gz \
+      --cmdline "$INNER_CMDLINE" --cpus "$INNER_CPUS" --memory "$INNER_MEM" \
+      --disk path=/tmp/disk.img --serial stdio
+    ;;
+  cloister-verifier-guest)
+    # The built-in test guest (a bzImage) through the verifier: it attests.
+    exec cloister run --platform sim --sim-root /inner/sim-root --boot verifier \
+      --cmdline "console=ttyS0 cloister_test.report_data=ab" --serial stdio
+    ;;
+  cloister-tamper-kernel|cloister-tamper-initrd|cloister-tamper-cmdline)
+    # A host that changes the staged kernel, initrd or command line after the launch: the
+    # verifier must refuse, and Linux must never run.
+    exec cloister run --platform sim --sim-root /inner/sim-root --boot verifier \
+      --tamper-staging "${1#cloister-tamper-}" \
       --kernel /inner/vmlinuz --initrd /inner/initrd.cpio.gz \
       --cmdline "$INNER_CMDLINE" --cpus "$INNER_CPUS" --memory "$INNER_MEM" \
       --disk path=/tmp/disk.img --serial stdio
@@ -42,7 +65,7 @@ case "$1" in
       -nographic -no-reboot
     ;;
   *)
-    echo "inner-vmm: unknown VMM '$1' (expected cloister, cloister-sim, qemu-microvm or qemu-pc)" >&2
+    echo "inner-vmm: unknown VMM '$1' (expected cloister, cloister-sim, cloister-verifier, cloister-verifier-guest, cloister-tamper-kernel|initrd|cmdline, qemu-microvm or qemu-pc)" >&2
     exit 2
     ;;
 esac

@@ -23,7 +23,9 @@ set -euo pipefail
 usage() {
   cat <<'USAGE'
 usage: tests/nested/run.sh [options]
-  --vmm LIST         inner VMMs, comma-separated: cloister, qemu-microvm, qemu-pc
+  --vmm LIST         inner VMMs, comma-separated: cloister, cloister-sim, cloister-verifier,
+                     cloister-verifier-guest, cloister-tamper-{kernel,initrd,cmdline},
+                     qemu-microvm, qemu-pc
                      (default: cloister)
   --runs N           inner boots per VMM, interleaved, in one outer boot (default: 1)
   --cloister PATH    statically linked cloister to use (default: build it)
@@ -88,10 +90,11 @@ want_pc=0
 for v in $vmm_list; do
   case "$v" in
     cloister) want_cloister=1 ;;
-    cloister-sim) want_cloister=1; want_sim=1 ;;
+    cloister-sim|cloister-verifier|cloister-verifier-guest|cloister-tamper-kernel|cloister-tamper-initrd|cloister-tamper-cmdline)
+      want_cloister=1; want_sim=1 ;;
     qemu-microvm) want_microvm=1 ;;
     qemu-pc) want_pc=1 ;;
-    *) die "unknown inner VMM '$v' (expected cloister, cloister-sim, qemu-microvm or qemu-pc)" ;;
+    *) die "unknown inner VMM '$v' (expected cloister, cloister-sim, cloister-verifier, cloister-verifier-guest, cloister-tamper-{kernel,initrd,cmdline}, qemu-microvm or qemu-pc)" ;;
   esac
 done
 [ -n "$vmm_list" ] || die "--vmm is empty"

@@ -21,11 +21,25 @@ use std::time::{Duration, Instant};
 /// Last-resort guard for the whole harness: the static cloister build (a release build of
 /// the VMM in its own target directory, minutes on a 2-core machine) plus the outer boot.
 /// The outer VM itself is bounded by OUTER_TIMEOUT_SECS; it takes 1-2 minutes here.
-const TEST_TIMEOUT: Duration = Duration::from_secs(1500);
+const TEST_TIMEOUT: Duration = Duration::from_secs(2100);
 /// The outer VM alone (passed to the harness, which kills QEMU when it expires).
-const OUTER_TIMEOUT_SECS: u32 = 420;
+const OUTER_TIMEOUT_SECS: u32 = 1000;
 /// One inner boot (enforced inside the outer VM).
 const INNER_TIMEOUT_SECS: u32 = 300;
+/// The inner runs: Debian under plain cloister and on the simulated SNP platform, Debian
+/// and the test guest through the boot verifier, and three hostile hosts that change the
+/// staged kernel, initrd or command line after the launch.
+const VMMS: [&str; 7] = [
+    "cloister",
+    "cloister-sim",
+    "cloister-verifier",
+    "cloister-verifier-guest",
+    "cloister-tamper-kernel",
+    "cloister-tamper-initrd",
+    "cloister-tamper-cmdline",
+];
+/// The verifier's refusal status (its debug-exit code).
+const VERIFIER_REFUSED: &str = "97";
 /// The first bytes of the inner guest's disk, written by the harness.
 const DISK_MARKER: &str = "CLOISTER-NESTED-DISK-OK";
 /// The disk is 1 MiB: 2048 sectors of 512 bytes.
@@ -45,7 +59,7 @@ fn run_harness() -> (bool, String) {
     let log = tempfile::NamedTempFile::new().expect("temporary log file");
     let mut child = Command::new("bash")
         .arg(root.join("tests/nested/run.sh"))
-        .args(["--vmm", "cloister,cloister-sim", "--runs", "1"])
+        .args(["--vmm", &VMMS.join(","), "--runs", "1"])
         .args(["--timeout", &OUTER_TIMEOUT_SECS.to_string()])
         .args(["--inner-timeout", &INNER_TIMEOUT_SECS.to_string()])
         .arg("--log")
@@ -104,6 +118,20 @@ fn field<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {
     output
         .lines()
         .find_map(|line| line.find(prefix).map(|at| line[at + prefix.len()..].trim()))
+}
+
+/// The lines of one inner run: from its NESTED-RUN-BEGIN line to its result line.
+fn section<'a>(output: &'a str, vmm: &str) -> &'a str {
+    let begin = format!("NESTED-RUN-BEGIN: vmm={vmm} run=1");
+    let end = format!("NESTED-RUN: vmm={vmm} run=1");
+    let Some(start) = output.find(&begin) else {
+        return "";
+    };
+    let rest = &output[start..];
+    match rest.find(&end) {
+        Some(stop) => &rest[..stop + rest[stop..].find('\n').unwrap_or(rest.len() - stop)],
+        None => rest,
+    }
 }
 
 /// The value of `key=` in a line of space-separated `key=value` pairs.
@@ -175,5 +203,126 @@ fn debian_linux_boots_under_cloister_in_nested_kvm() {
     }
     if !output.contains("equal to the prediction") {
         fail("the sim launch's measurement was not equal to the prediction");
+    }
+
+    // Debian through the boot verifier: the verifier checks the staged kernel, initrd and
+    // command line against the measured manifest and enters Linux, which reaches init.
+    let verifier = section(&output, "cloister-verifier");
+    let result = field(verifier, "NESTED-RUN: vmm=cloister-verifier run=1")
+        .unwrap_or_else(|| fail("no result line for the cloister-verifier run"));
+    for line in [
+        "CLOISTER-VERIFIER: not an SEV-SNP guest",
+        "CLOISTER-VERIFIER: kernel SHA-384 ok",
+        "CLOISTER-VERIFIER: initrd SHA-384 ok",
+        "CLOISTER-VERIFIER: command line SHA-384 ok",
+        "NESTED-LINUX: done",
+    ] {
+        if !verifier.contains(line) {
+            fail(&format!("the verifier boot printed no {line:?}"));
+        }
+    }
+    if value(result, "marker_s").is_none_or(|v| v == "none") || value(result, "exit") != Some("0") {
+        fail(&format!(
+            "Linux through the verifier did not reach init and exit 0: {result}"
+        ));
+    }
+
+    // The test guest through the verifier attests; its report verifies against the host's
+    // prediction of the verifier launch.
+    let guest = section(&output, "cloister-verifier-guest");
+    if !guest.contains("CLOISTER-ATTEST: ok") || !guest.contains("CLOISTER-GUEST: PASS") {
+        fail("the test guest through the verifier did not attest and pass");
+    }
+    let report_line = guest
+        .lines()
+        .find(|l| l.contains("CLOISTER-REPORT: "))
+        .unwrap_or_else(|| fail("the test guest printed no report"));
+    let report_line = &report_line[report_line.find("CLOISTER-REPORT: ").unwrap_or(0)..];
+    verify_verifier_report(report_line).unwrap_or_else(|e| fail(&e));
+
+    // Hostile hosts: the verifier refuses, names what differs, and Linux never runs.
+    for (part, what) in [
+        ("kernel", "kernel SHA-384 differs"),
+        ("initrd", "initrd SHA-384 differs"),
+        ("cmdline", "command line SHA-384 differs"),
+    ] {
+        let vmm = format!("cloister-tamper-{part}");
+        let run = section(&output, &vmm);
+        let result = field(run, &format!("NESTED-RUN: vmm={vmm} run=1"))
+            .unwrap_or_else(|| fail(&format!("no result line for {vmm}")));
+        if !run.contains(&format!("CLOISTER-VERIFIER: REFUSED {what}")) {
+            fail(&format!("{vmm}: the verifier did not refuse with {what:?}"));
+        }
+        if run.contains("NESTED-LINUX:") || value(result, "marker_s") != Some("none") {
+            fail(&format!(
+                "{vmm}: Linux ran although its staging was changed"
+            ));
+        }
+        if value(result, "exit") != Some(VERIFIER_REFUSED) {
+            fail(&format!(
+                "{vmm}: expected exit status {VERIFIER_REFUSED}: {result}"
+            ));
+        }
+    }
+}
+
+/// Checks the test guest's report from the verifier launch on the host: the measurement
+/// `cloister measure --layout cloister --boot verifier --platform sim` predicts for the same
+/// inputs, the report data the guest was given, under the harness's simulation root.
+fn verify_verifier_report(report_line: &str) -> Result<(), String> {
+    let root = repo_root();
+    let cloister = cloister_tests::cloister();
+    let predicted = Command::new(cloister)
+        .args([
+            "measure",
+            "--layout",
+            "cloister",
+            "--boot",
+            "verifier",
+            "--platform",
+            "sim",
+        ])
+        .args(["--append", "console=ttyS0 cloister_test.report_data=ab"])
+        .output()
+        .map_err(|e| format!("cloister measure: {e}"))?;
+    if !predicted.status.success() {
+        return Err(format!("cloister measure failed: {predicted:?}"));
+    }
+    let measurement = String::from_utf8_lossy(&predicted.stdout)
+        .trim()
+        .to_string();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let log = dir.path().join("console.log");
+    std::fs::write(&log, format!("{report_line}\n")).map_err(|e| e.to_string())?;
+    let policy = dir.path().join("policy.toml");
+    let report_data = format!("ab{}", "0".repeat(126));
+    std::fs::write(
+        &policy,
+        format!("measurements = [\"{measurement}\"]\nreport_data = \"{report_data}\"\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let certs = std::env::var_os("NESTED_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/nested-cache"))
+        .join("sim-root/certs");
+    let out = Command::new(cloister)
+        .arg("verify")
+        .arg("--report")
+        .arg(&log)
+        .arg("--certs")
+        .arg(&certs)
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--trust-sim-root")
+        .output()
+        .map_err(|e| format!("cloister verify: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the verifier launch's report did not verify against the prediction {measurement}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }

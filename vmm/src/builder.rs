@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::Kvm;
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
@@ -22,7 +23,7 @@ use crate::boot::layout::{
     VIRTIO_MMIO_START,
 };
 use crate::boot::mptable::MpTableError;
-use crate::boot::plan::{cloister_plan, LayoutInputs, MmioDevice, PlanBuildError, Platform};
+use crate::boot::plan::{BootLayout, LayoutInputs, MmioDevice, PlanBuildError, Platform};
 use crate::boot::zero_page::ZeroPageError;
 use crate::config::{DiskSpec, KernelSource, SerialMode, VmConfig};
 use crate::devices::bus::{Bus, BusError};
@@ -273,7 +274,10 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
 
 /// The kernel's bytes and the name messages give it: the user's file, or the built-in
 /// test guest (for `run` and `measure --layout cloister` alike).
-pub fn kernel_image(source: &KernelSource) -> Result<(Vec<u8>, String), BuildError> {
+pub fn kernel_image(
+    source: &KernelSource,
+    boot: BootLayout,
+) -> Result<(Vec<u8>, String), BuildError> {
     match source {
         KernelSource::File(path) => {
             Ok((read_file("kernel image", path)?, path.display().to_string()))
@@ -281,6 +285,11 @@ pub fn kernel_image(source: &KernelSource) -> Result<(Vec<u8>, String), BuildErr
         KernelSource::BuiltIn if crate::test_guest::ELF.is_empty() => {
             Err(BuildError::NoBuiltInGuest)
         }
+        // The verifier boots bzImages (through Linux's 64-bit entry).
+        KernelSource::BuiltIn if boot == BootLayout::Verifier => Ok((
+            crate::test_guest::BZIMAGE.to_vec(),
+            "(built-in test guest, bzImage)".to_string(),
+        )),
         KernelSource::BuiltIn => Ok((
             crate::test_guest::ELF.to_vec(),
             "(built-in test guest)".to_string(),
@@ -415,7 +424,7 @@ pub fn build_with_id_block(
         Some(files) => Some(files.load()?),
         None => None,
     };
-    let (kernel_image, kernel_name) = kernel_image(&config.kernel)?;
+    let (kernel_image, kernel_name) = kernel_image(&config.kernel, config.boot)?;
     let initrd = match &config.initrd {
         Some(path) => Some((read_file("initrd", path)?, path.display().to_string())),
         None => None,
@@ -425,7 +434,13 @@ pub fn build_with_id_block(
         return Err(LoadError::UnknownFormat(kernel_name).into());
     }
     let (slots, cmdline, devices) = disk_layout(config.disks.len(), &config.cmdline)?;
-    let planned = cloister_plan(&LayoutInputs {
+    if config.boot == BootLayout::Verifier && !config.platform.is_snp_like() {
+        return Err(BuildError::Platform(
+            "--boot verifier is a layout for measured launches: use it with --platform sim or snp"
+                .into(),
+        ));
+    }
+    let planned = config.boot.plan(&LayoutInputs {
         kernel: &kernel_image,
         kernel_name: &kernel_name,
         initrd: initrd.as_ref().map(|(b, n)| (b.as_slice(), n.as_str())),
@@ -438,6 +453,7 @@ pub fn build_with_id_block(
         host_data: config.host_data,
     })?;
     let mut plan = planned.plan;
+    let staging = planned.staging;
     plan.id_block = id_block;
     log::info!(
         "launch plan ({} platform): {} regions",
@@ -628,6 +644,15 @@ pub fn build_with_id_block(
     let stats = backend
         .launch(&plan, &mem, &fds, &bsp_cpuid)
         .map_err(|e| explain_id_block_refusal(e, &plan))?;
+    // The verifier layout's staging: written after the launch into memory that stays
+    // shared (never launched), where the verifier reads and checks it.
+    for (gpa, bytes) in &staging {
+        mem.write_slice(bytes, GuestAddress(*gpa))
+            .map_err(|e| BuildError::Platform(format!("writing the staging at {gpa:#x}: {e}")))?;
+    }
+    if let Some(what) = config.tamper_staging {
+        tamper_staging(&mem, &staging, what)?;
+    }
     log::info!(
         "launch on {}: {} pages, {} LAUNCH_UPDATE calls, {} CPUID retries",
         backend.name(),
@@ -913,6 +938,27 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
 /// Builds and runs the VM on the configured KVM device.
 pub fn build_and_run(config: &VmConfig) -> Result<VmExit, BuildError> {
     build(config, &config.kvm_device)?.run()
+}
+
+/// The test hook `run --tamper-staging`: flips one bit of the staged kernel, initrd or
+/// command line after the launch, as a hostile host could; the verifier must refuse.
+fn tamper_staging(
+    mem: &GuestMemoryMmap,
+    staging: &[(u64, Vec<u8>)],
+    what: crate::config::StagingPart,
+) -> Result<(), BuildError> {
+    let index = what as usize;
+    let Some((gpa, bytes)) = staging.get(index).filter(|(_, b)| !b.is_empty()) else {
+        return Err(BuildError::Platform(
+            "--tamper-staging: this launch stages nothing of that kind".into(),
+        ));
+    };
+    let at = GuestAddress(gpa + bytes.len() as u64 / 2);
+    let byte: u8 = mem
+        .read_obj(at)
+        .map_err(|e| BuildError::Platform(format!("--tamper-staging: {e}")))?;
+    mem.write_obj(byte ^ 1, at)
+        .map_err(|e| BuildError::Platform(format!("--tamper-staging: {e}")))
 }
 
 #[cfg(test)]

@@ -44,6 +44,24 @@ pub enum ConfigError {
     /// A command line with a NUL byte.
     #[error("--cmdline contains a NUL byte")]
     CmdlineNul,
+    /// Unknown `--boot`.
+    #[error("--boot {0:?} is not one of direct, verifier")]
+    Boot(String),
+    /// Unknown `--tamper-staging`.
+    #[error("--tamper-staging {0:?} is not one of kernel, initrd, cmdline")]
+    TamperStaging(String),
+}
+
+/// Which staged image the `--tamper-staging` test hook spoils (the index of the
+/// verifier layout's staging list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagingPart {
+    /// The bzImage.
+    Kernel = 0,
+    /// The initrd.
+    Initrd = 1,
+    /// The command line.
+    Cmdline = 2,
 }
 
 /// Which kernel to boot.
@@ -157,6 +175,10 @@ pub struct VmConfig {
     pub policy: Option<(cloister_policy::Policy, PathBuf)>,
     /// Certificates served with the guest's extended report requests (`--guest-certs`).
     pub guest_certs: Option<PathBuf>,
+    /// How the kernel is booted (`--boot`).
+    pub boot: crate::boot::plan::BootLayout,
+    /// Test hook: spoil one staged image after the launch (`--tamper-staging`).
+    pub tamper_staging: Option<StagingPart>,
 }
 
 /// The default directory of the simulation root: `$CLOISTER_SIM_ROOT`, else
@@ -224,6 +246,10 @@ pub struct VmRequest {
     pub policy: Option<PathBuf>,
     /// `--guest-certs`: the certificate directory served to the guest.
     pub guest_certs: Option<PathBuf>,
+    /// `--boot` (default direct).
+    pub boot: Option<String>,
+    /// `--tamper-staging` (test hook).
+    pub tamper_staging: Option<String>,
 }
 
 impl VmConfig {
@@ -281,6 +307,18 @@ impl VmConfig {
                 None => None,
             },
             guest_certs: req.guest_certs.clone(),
+            boot: match req.boot.as_deref() {
+                None => crate::boot::plan::BootLayout::Direct,
+                Some(b) => crate::boot::plan::BootLayout::parse(b)
+                    .ok_or_else(|| ConfigError::Boot(b.to_string()))?,
+            },
+            tamper_staging: match req.tamper_staging.as_deref() {
+                None => None,
+                Some("kernel") => Some(StagingPart::Kernel),
+                Some("initrd") => Some(StagingPart::Initrd),
+                Some("cmdline") => Some(StagingPart::Cmdline),
+                Some(other) => return Err(ConfigError::TamperStaging(other.to_string())),
+            },
         })
     }
 }

@@ -90,6 +90,45 @@ impl Platform {
     }
 }
 
+/// How the kernel is booted in Cloister's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BootLayout {
+    /// The VMM loads the kernel, initrd and boot structures, and the PSP measures all of
+    /// them (every RAM page is launched).
+    #[default]
+    Direct,
+    /// The PSP measures only the boot verifier and its manifest; the verifier checks the
+    /// staged kernel, initrd and command line (`verifier_plan`).
+    Verifier,
+}
+
+impl BootLayout {
+    /// Parses `direct` or `verifier`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "direct" => Some(BootLayout::Direct),
+            "verifier" => Some(BootLayout::Verifier),
+            _ => None,
+        }
+    }
+
+    /// The name users type.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootLayout::Direct => "direct",
+            BootLayout::Verifier => "verifier",
+        }
+    }
+
+    /// Builds the plan of this layout.
+    pub fn plan(self, inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuildError> {
+        match self {
+            BootLayout::Direct => cloister_plan(inputs),
+            BootLayout::Verifier => super::verifier_plan::verifier_plan(inputs),
+        }
+    }
+}
+
 /// Errors while building the plan.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanBuildError {

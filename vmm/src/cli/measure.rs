@@ -111,6 +111,10 @@ pub struct CloisterArgs {
     /// announced in the ACPI tables and on the command line).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub disks: usize,
+    /// How the kernel is booted, as `cloister run --boot`: direct (everything measured)
+    /// or verifier (only the boot verifier, its manifest and the platform tables).
+    #[arg(long, value_name = "direct|verifier", default_value = "direct")]
+    pub boot: String,
 }
 
 /// A Cloister-layout launch, predicted: what `cloister run` with the same inputs measures.
@@ -500,7 +504,13 @@ pub fn measure_cloister(
     guest: &GuestArgs,
     cloister: &CloisterArgs,
 ) -> Result<CloisterLaunch, MeasureError> {
-    use crate::boot::plan::{cloister_plan, LayoutInputs, Platform};
+    use crate::boot::plan::{BootLayout, LayoutInputs, Platform};
+    let boot = BootLayout::parse(&cloister.boot).ok_or_else(|| {
+        MeasureError::Cloister(format!(
+            "--boot {:?} is not one of direct, verifier",
+            cloister.boot
+        ))
+    })?;
     let platform = match cloister.platform.as_str() {
         "snp" => Platform::Snp,
         "sim" => Platform::Sim,
@@ -527,8 +537,8 @@ pub fn measure_cloister(
         crate::config::KernelSource::BuiltIn,
         crate::config::KernelSource::File,
     );
-    let (kernel, kernel_name) =
-        crate::builder::kernel_image(&source).map_err(|e| MeasureError::Cloister(e.to_string()))?;
+    let (kernel, kernel_name) = crate::builder::kernel_image(&source, boot)
+        .map_err(|e| MeasureError::Cloister(e.to_string()))?;
     let initrd = match guest
         .initrd
         .as_deref()
@@ -562,19 +572,20 @@ pub fn measure_cloister(
         .unwrap_or_else(|| crate::config::DEFAULT_CMDLINE.to_string());
     let (_, cmdline, devices) = crate::builder::disk_layout(cloister.disks, &user_cmdline)
         .map_err(|e| MeasureError::Cloister(format!("--disks {}: {e}", cloister.disks)))?;
-    let planned = cloister_plan(&LayoutInputs {
-        kernel: &kernel,
-        kernel_name: &kernel_name,
-        initrd: initrd.as_ref().map(|(b, n)| (b.as_slice(), n.as_str())),
-        cmdline: &cmdline,
-        vcpus,
-        memory,
-        devices: &devices,
-        platform,
-        policy: guest_policy,
-        host_data: [0; 32],
-    })
-    .map_err(|e| MeasureError::Cloister(e.to_string()))?;
+    let planned = boot
+        .plan(&LayoutInputs {
+            kernel: &kernel,
+            kernel_name: &kernel_name,
+            initrd: initrd.as_ref().map(|(b, n)| (b.as_slice(), n.as_str())),
+            cmdline: &cmdline,
+            vcpus,
+            memory,
+            devices: &devices,
+            platform,
+            policy: guest_policy,
+            host_data: [0; 32],
+        })
+        .map_err(|e| MeasureError::Cloister(e.to_string()))?;
     Ok(CloisterLaunch {
         platform,
         measurement: planned.plan.measure(),

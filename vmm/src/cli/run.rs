@@ -80,6 +80,16 @@ pub struct RunArgs {
     /// on snp it needs KVM_EXIT_SNP_REQ_CERTS (Linux 7.0+).
     #[arg(long, value_name = "DIR")]
     pub guest_certs: Option<PathBuf>,
+    /// How the kernel is booted (sim, snp): direct (the VMM loads it and the PSP measures
+    /// every page) or verifier (the PSP measures only Cloister's boot verifier, which
+    /// checks the staged kernel, initrd and command line; needs a bzImage, and a KVM that
+    /// runs 32-bit protected mode and the switch to long mode).
+    #[arg(long, value_name = "direct|verifier", default_value = "direct")]
+    pub boot: String,
+    /// Test hook (verifier boot): flip one bit of the staged kernel, initrd or command
+    /// line after the launch, as a hostile host could. The verifier must refuse to boot.
+    #[arg(long, value_name = "kernel|initrd|cmdline", hide = true)]
+    pub tamper_staging: Option<String>,
 }
 
 /// Runs `cloister run`.
@@ -99,6 +109,8 @@ pub fn main(args: RunArgs) -> ExitCode {
         sev_device: Some(args.sev_device),
         policy: args.policy,
         guest_certs: args.guest_certs,
+        boot: Some(args.boot),
+        tamper_staging: args.tamper_staging,
     };
     let config = match VmConfig::new(&request) {
         Ok(config) => config,
