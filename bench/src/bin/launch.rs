@@ -15,8 +15,9 @@
 //!    generation) before any timed run. Beside the processes, this benchmark builds the
 //!    same launch plans in process and times the plan build and the launch digest, the
 //!    host-CPU part of the launch.
-//! 2. What the PSP must measure: `cloister measure --json` for Cloister's layout
-//!    (`--layout cloister --platform snp`) and for QEMU+OVMF (`--mode snp`), the same
+//! 2. What the PSP must measure: `cloister measure --json` for Cloister's layouts
+//!    (`--layout cloister --platform snp`, with `--boot direct` and `--boot verifier`) and
+//!    for QEMU+OVMF (`--mode snp`), the same
 //!    kernel, initrd and command line: Debian's kernel and the nested harness's inner
 //!    initrd from `target/nested-cache` when they are there (`tests/nested/run.sh
 //!    --prepare-only` builds both), else the built-in test guest and a synthetic 16 MiB
@@ -35,7 +36,7 @@ use cloister_attestation::launch::plan::{RegionRole, DEFAULT_GUEST_POLICY};
 use cloister_bench::{cloister_binary, workspace_root};
 use cloister_vmm::boot::plan::{cloister_plan, LayoutInputs, Platform};
 use cloister_vmm::memory::MemorySize;
-use cloister_vmm::test_guest::{ATTEST_PREFIX, BOOT_MARKER, ELF, REPORT_PREFIX};
+use cloister_vmm::test_guest::{ATTEST_PREFIX, BOOT_MARKER, BZIMAGE, ELF, REPORT_PREFIX};
 
 /// The guest's verdict line when every check passed.
 const PASS: &str = "CLOISTER-GUEST: PASS";
@@ -596,11 +597,11 @@ fn measure_inputs(options: &Options) -> Result<MeasureInputs, String> {
         None => {
             what.push(format!(
                 "no Debian kernel in {} (tests/nested/run.sh --prepare-only fetches it): \
-                 falling back to the built-in test guest ({} bytes ELF)",
+                 falling back to the built-in test guest ({} bytes bzImage)",
                 cache.join("linux").display(),
-                ELF.len()
+                BZIMAGE.len()
             ));
-            let file = temp_file("test-guest", ELF)?;
+            let file = temp_file("test-guest", BZIMAGE)?;
             let path = file.path().to_path_buf();
             temps.push(file);
             (path, GUEST_CMDLINE.to_string())
@@ -769,6 +770,7 @@ fn measurements(options: &Options, cloister: &Path) -> Result<(), String> {
             .collect()
     };
     let mut rows = Vec::new();
+    let mut verifier_rows = Vec::new();
     for &memory_mib in &MEMORY_SIZES_MIB {
         let memory = format!("{memory_mib}M");
         let json = cloister_measure(
@@ -787,7 +789,27 @@ fn measurements(options: &Options, cloister: &Path) -> Result<(), String> {
             label: format!("Cloister layout, {memory_mib} MiB"),
             json,
         });
+        let json = cloister_measure(
+            cloister,
+            &common(&[
+                "--layout",
+                "cloister",
+                "--boot",
+                "verifier",
+                "--platform",
+                "snp",
+                "--memory",
+                &memory,
+            ]),
+        )
+        .map_err(|e| format!("cloister measure --layout cloister --boot verifier: {e}"))?;
+        verifier_rows.push(MeasuredLayout {
+            label: format!("Cloister verifier, {memory_mib} MiB"),
+            json,
+        });
     }
+    let direct_rows = rows.len();
+    rows.extend(verifier_rows);
     let mut ovmf_notes = Vec::new();
     if !options.ovmf.is_file() {
         ovmf_notes.push(format!(
@@ -855,7 +877,7 @@ fn measurements(options: &Options, cloister: &Path) -> Result<(), String> {
         let q = u64_at(&qemu_row.json, "/bytes_measured") as f64;
         let cp = u64_at(&cloister_row.json, "/pages") as f64;
         let qp = u64_at(&qemu_row.json, "/pages") as f64;
-        if q > 0.0 && qp > 0.0 && rows.len() > MEMORY_SIZES_MIB.len() {
+        if q > 0.0 && qp > 0.0 && rows.len() > 2 * MEMORY_SIZES_MIB.len() {
             println!(
                 "Cloister ({} MiB) / {}: {:.1}x the bytes measured, {:.1}x the pages launched",
                 MEMORY_SIZES_MIB[0],
@@ -863,6 +885,23 @@ fn measurements(options: &Options, cloister: &Path) -> Result<(), String> {
                 c / q,
                 cp / qp
             );
+            if let Some(v) = rows.get(direct_rows) {
+                let vb = u64_at(&v.json, "/bytes_measured") as f64;
+                let vp = u64_at(&v.json, "/pages") as f64;
+                println!(
+                    "Cloister verifier ({} MiB) / {}: {:.3}x the bytes measured, {:.4}x the pages launched",
+                    MEMORY_SIZES_MIB[0],
+                    qemu_row.label,
+                    vb / q,
+                    vp / qp
+                );
+                println!(
+                    "Cloister verifier / Cloister direct ({} MiB): {:.4}x the bytes measured, {:.5}x the pages launched",
+                    MEMORY_SIZES_MIB[0],
+                    vb / c,
+                    vp / cp
+                );
+            }
         }
     }
 

@@ -265,16 +265,37 @@ mod reason {
     pub const INITRD_DIGEST: u8 = 7;
     pub const CMDLINE_DIGEST: u8 = 8;
     pub const KERNEL_FORMAT: u8 = 9;
+    pub const GHCB_VERSION: u8 = 10;
 }
 
-/// MSR-protocol page state change of one 4 KiB frame to private.
-fn make_private(gpa: u64) {
-    let request = (1u64 << 52) | ((gpa >> 12) << 12) | 0x014;
+/// One MSR-protocol exchange: `request` in the GHCB MSR, VMGEXIT, the response.
+fn msr_protocol(request: u64) -> u64 {
     let saved = rdmsr(GHCB_MSR);
     wrmsr(GHCB_MSR, request);
     vmgexit();
     let response = rdmsr(GHCB_MSR);
     wrmsr(GHCB_MSR, saved);
+    response
+}
+
+/// GHCB protocol version 2 must be offered (SEV information), and the hypervisor must
+/// support SNP (HV features bit 0): SNP-FACTS §3.6 point 4.
+fn check_hypervisor() {
+    let info = msr_protocol(0x002);
+    let (max, min) = (info >> 48, (info >> 32) & 0xffff);
+    if info & 0xfff != 0x001 || !(min..=max).contains(&2) {
+        refuse(reason::GHCB_VERSION, "the hypervisor does not speak GHCB protocol 2");
+    }
+    let features = msr_protocol(0x080);
+    if features & 0xfff != 0x081 || (features >> 12) & 1 == 0 {
+        refuse(reason::GHCB_VERSION, "the hypervisor does not offer SNP (HV features)");
+    }
+}
+
+/// MSR-protocol page state change of one 4 KiB frame to private.
+fn make_private(gpa: u64) {
+    let request = (1u64 << 52) | ((gpa >> 12) << 12) | 0x014;
+    let response = msr_protocol(request);
     if response & 0xfff != 0x015 || response >> 32 != 0 {
         refuse(reason::PSC, "page state change to private refused");
     }
@@ -420,6 +441,7 @@ extern "C" fn verifier_main(c_bit: u64) -> ! {
         if status & 0b111 != 0b111 || status & 0b111_1000 != 0 {
             refuse(reason::SEV_STATUS, "unexpected SEV_STATUS");
         }
+        check_hypervisor();
         let skip = [
             launched[0], launched[1], launched[2], launched[3], staging[0], staging[1],
             staging[2],

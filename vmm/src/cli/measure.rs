@@ -476,6 +476,7 @@ fn run_cloister(args: &MeasureArgs) -> Result<String, MeasureError> {
         let summary = &launch.summary;
         let json = serde_json::json!({
             "layout": "cloister",
+            "boot": args.cloister.boot,
             "platform": launch.platform.name(),
             "measurement": measurement,
             "guest_policy": format!("{:#x}", launch.guest_policy),
