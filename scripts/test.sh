@@ -11,6 +11,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The test guest is a crate of its own, outside the workspace: its host unit tests (command
 # line, CC blob walk, guest messages and the report protocol against a model PSP).
 cargo test --manifest-path tests/guest/Cargo.toml --target x86_64-unknown-linux-gnu
+# The two bare-metal crates outside the workspace (the test guest, the boot verifier image)
+# get the same lint gate as the workspace.
+cargo clippy --manifest-path tests/guest/Cargo.toml --target x86_64-unknown-linux-gnu --all-targets -- -D warnings
+cargo clippy --manifest-path firmware/verifier-image/Cargo.toml --target x86_64-unknown-linux-gnu -- -D warnings
 fuzz_seconds="${FUZZ_SECONDS:-15}"
 if [ "$fuzz_seconds" -gt 0 ]; then
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version '^0.13' --locked
