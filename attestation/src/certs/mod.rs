@@ -465,8 +465,7 @@ impl Certificate {
 
     /// SHA-256 of the DER, hex (to name a certificate in messages).
     pub fn fingerprint(&self) -> String {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&self.der))
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &self.der))
     }
 
     /// True when `at` (Unix seconds) lies within notBefore..=notAfter.
