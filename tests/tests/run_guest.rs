@@ -256,6 +256,24 @@ fn cmdline_is_echoed() {
     );
 }
 
+/// `rep outsb` / `rep insb` reach the device one element at a time: a whole line written
+/// with one instruction appears on the console, and eight reads of the line status
+/// register each see the register (a single wide access would be unclaimed: all ones).
+#[test]
+fn string_port_io_is_split_into_element_accesses() {
+    let run = run(&[
+        "--cmdline",
+        "console=ttyS0 cloister_test.string_io=on cloister_test.exit=0",
+    ]);
+    run.expect_pass(0);
+    for want in ["STRING IO out ok", "STRING IO in ok"] {
+        run.check(
+            run.guest_lines().iter().any(|l| l.starts_with(want)),
+            &format!("no {want:?} line"),
+        );
+    }
+}
+
 #[test]
 fn disk_hash_matches_file() {
     let disk = disk_image(11, 1);

@@ -21,6 +21,9 @@
 //!   guest offers with its report request (an SNP extended guest request); 0 asks without
 //!   one. Default [`DEFAULT_CERT_PAGES`]. Too small a buffer makes the host answer "invalid
 //!   length" with the pages it needs; the guest then resends the request without it.
+//! - `cloister_test.string_io=on`: write a line to COM1 with one `rep outsb` and read the
+//!   line status register eight times with one `rep insb` (checks that the VMM splits
+//!   string port I/O into element accesses). Not on SEV-SNP (string I/O would need #VC).
 //! - `virtio_mmio.device=SIZE@BASE:IRQ[:ID]`: a virtio-mmio device (Linux's syntax).
 
 /// Most virtio-mmio devices the guest looks at.
@@ -62,6 +65,8 @@ pub struct TestParams<'a> {
     pub attest: AttestMode,
     /// Certificate buffer pages to offer (`None`: [`DEFAULT_CERT_PAGES`]).
     pub cert_pages: Option<u8>,
+    /// Run the string port I/O check.
+    pub string_io: bool,
     /// virtio-mmio devices, in command-line order.
     pub devices: [Option<MmioDevice>; MAX_DEVICES],
 }
@@ -139,6 +144,12 @@ impl<'a> TestParams<'a> {
                     _ => None,
                 }
                 .map(|m| params.attest = m),
+                b"cloister_test.string_io" => match value {
+                    b"on" => Some(true),
+                    b"off" => Some(false),
+                    _ => None,
+                }
+                .map(|v| params.string_io = v),
                 b"cloister_test.cert_pages" => parse_u64(value)
                     .and_then(|v| u8::try_from(v).ok())
                     .filter(|v| *v <= MAX_CERT_PAGES)

@@ -34,6 +34,26 @@ pub fn outb(port: u16, value: u8) {
     };
 }
 
+/// Writes `bytes` to I/O port `port` with one `rep outsb` (direct port I/O only).
+pub fn outsb(port: u16, bytes: &[u8]) {
+    // SAFETY: string output reads `bytes.len()` bytes from `bytes` (RSI, forwards: the
+    // direction flag is clear) and writes them to the port; no memory is written.
+    unsafe {
+        asm!("rep outsb", in("dx") port, inout("rsi") bytes.as_ptr() => _,
+             inout("rcx") bytes.len() => _, options(nostack, preserves_flags, readonly))
+    };
+}
+
+/// Reads `buf.len()` bytes from I/O port `port` with one `rep insb` (direct port I/O only).
+pub fn insb(port: u16, buf: &mut [u8]) {
+    // SAFETY: string input writes exactly `buf.len()` bytes into `buf` (RDI, forwards),
+    // which is exclusively borrowed.
+    unsafe {
+        asm!("rep insb", in("dx") port, inout("rdi") buf.as_mut_ptr() => _,
+             inout("rcx") buf.len() => _, options(nostack, preserves_flags))
+    };
+}
+
 /// Reads a 32-bit MMIO register at physical (= virtual) address `addr`.
 pub fn mmio_read32(addr: u64) -> u32 {
     // SAFETY: the first 4 GiB are identity-mapped and `addr` is a device register window

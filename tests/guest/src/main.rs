@@ -156,6 +156,9 @@ extern "C" fn guest_main(info: u64, kind: u64, c_bit: u64) -> ! {
 
     check_e820(&boot, &params, &mut report);
     check_cpus(&boot, &params, &mut report);
+    if params.string_io {
+        check_string_io(&mut report);
+    }
     attestation::run(&boot, &params, &mut report);
     for (index, device) in params.devices.iter().flatten().enumerate() {
         check_disk(device, index == 0, &params, &mut report);
@@ -296,6 +299,28 @@ fn check_cpus(boot: &BootInfo, params: &TestParams, report: &mut Report) {
     if !any && params.cpus.is_some() {
         report.fail();
         serial::write(b"no MP table and no MADT to count CPUs in\n");
+    }
+}
+
+/// One `rep outsb` of a whole line to COM1 and one `rep insb` of eight LSR reads: the
+/// VMM must hand each element to the device as its own access.
+fn check_string_io(report: &mut Report) {
+    if ghcb_io::mode() == ghcb_io::Mode::Snp {
+        line(b"STRING IO skipped: an SEV-SNP guest has no string I/O without a #VC handler");
+        return;
+    }
+    io::outsb(0x3f8, b"CLOISTER-GUEST: STRING IO out ok\r\n");
+    let mut lsr = [0u8; 8];
+    io::insb(0x3fd, &mut lsr);
+    // Every read is the line status register: transmitter empty (bit 5) and never the
+    // all-ones of an unclaimed wide access.
+    if lsr.iter().all(|&b| b != 0xff && b & 0x20 != 0) {
+        line(b"STRING IO in ok");
+    } else {
+        report.fail();
+        serial::write(b"STRING IO in: LSR reads ");
+        serial::write_hex_bytes(&lsr);
+        serial::write(b"\n");
     }
 }
 

@@ -310,6 +310,40 @@ impl Vcpu {
         }
     }
 
+    /// Performs the port access of the current KVM_EXIT_IO: `count` accesses of `size`
+    /// bytes each at `port` (string I/O repeats the same port), in order.
+    fn port_io(&mut self, port: u16, write: bool) {
+        let index = self.index;
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit being handled is KVM_EXIT_IO, so the kernel filled the `io`
+        // member of the exit union; it is plain old data.
+        let io = unsafe { run.__bindgen_anon_1.io };
+        let size = usize::from(io.size);
+        let count = io.count as usize;
+        let Some(len) = split_pio(size, count) else {
+            log::debug!("vCPU {index}: port access of {count} x {size} bytes ignored");
+            return;
+        };
+        let base = std::ptr::from_mut(run).cast::<u8>();
+        // SAFETY: the kernel puts the I/O data `data_offset` bytes into the kvm_run mapping
+        // (the page after the struct), `size * count` bytes long, within the mapping this
+        // vCPU keeps for its lifetime; `split_pio` bounded the length to that page. No other
+        // reference to those bytes exists while this slice lives.
+        let data =
+            unsafe { std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), len) };
+        let addr = u64::from(port);
+        for element in data.chunks_exact_mut(size) {
+            let claimed = if write {
+                self.pio.write(addr, element)
+            } else {
+                self.pio.read(addr, element)
+            };
+            if !claimed {
+                log::trace!("vCPU {index}: unclaimed port access {port:#x}");
+            }
+        }
+    }
+
     /// Answers `KVM_EXIT_SNP_REQ_CERTS`: writes the certificate table into the guest's
     /// buffer and sets `ret` (0, or ENOSPC with `npages` set to the pages needed, or EIO
     /// for a buffer outside RAM), as SNP-FACTS §1.11 describes.
@@ -460,18 +494,11 @@ impl Vcpu {
                 return Ok(VcpuStop::ExitRequested);
             }
             let step = match self.fd.run() {
-                Ok(VcpuExit::IoOut(port, data)) => {
-                    if !self.pio.write(u64::from(port), data) {
-                        log::trace!("vCPU {index}: unclaimed port write {port:#x} {data:?}");
-                    }
-                    Step::Continue
-                }
-                Ok(VcpuExit::IoIn(port, data)) => {
-                    if !self.pio.read(u64::from(port), data) {
-                        log::trace!("vCPU {index}: unclaimed port read {port:#x}");
-                    }
-                    Step::Continue
-                }
+                // Port I/O is handled below from kvm_run itself: a string access (`rep
+                // outsb`) arrives as one exit of `count` elements, which the devices must
+                // see as `count` accesses of `size` bytes, not one wide access.
+                Ok(VcpuExit::IoOut(port, _)) => Step::Pio { port, write: true },
+                Ok(VcpuExit::IoIn(port, _)) => Step::Pio { port, write: false },
                 Ok(VcpuExit::MmioRead(addr, data)) => {
                     if !self.mmio.read(addr, data) {
                         log::debug!("vCPU {index}: unclaimed MMIO read {addr:#x}");
@@ -535,6 +562,7 @@ impl Vcpu {
             };
             match step {
                 Step::Continue => {}
+                Step::Pio { port, write } => self.port_io(port, write),
                 Step::Halted => return Err(VcpuError::Halted { index }),
                 Step::Shutdown => {
                     if self.exit.requested().is_some() {
@@ -570,6 +598,7 @@ impl Vcpu {
 
 enum Step {
     Continue,
+    Pio { port: u16, write: bool },
     Halted,
     Shutdown,
     Internal,
@@ -670,5 +699,32 @@ mod tests {
         assert!(msrs
             .iter()
             .any(|m| m.index == MSR_MTRR_DEF_TYPE && m.data == 0x806));
+    }
+}
+
+/// The byte length of a port access of `count` elements of `size` bytes, when KVM could
+/// have produced it (size 1, 2 or 4; at least one element; within the one data page KVM
+/// uses); `None` otherwise.
+fn split_pio(size: usize, count: usize) -> Option<usize> {
+    const PIO_PAGE: usize = 4096;
+    if !matches!(size, 1 | 2 | 4) || count == 0 {
+        return None;
+    }
+    size.checked_mul(count).filter(|&len| len <= PIO_PAGE)
+}
+
+#[cfg(test)]
+mod pio_tests {
+    use super::split_pio;
+
+    #[test]
+    fn string_io_is_split_into_elements() {
+        assert_eq!(split_pio(1, 1), Some(1));
+        assert_eq!(split_pio(1, 30), Some(30));
+        assert_eq!(split_pio(4, 1024), Some(4096));
+        assert_eq!(split_pio(4, 1025), None);
+        assert_eq!(split_pio(3, 1), None);
+        assert_eq!(split_pio(2, 0), None);
+        assert_eq!(split_pio(4, usize::MAX), None);
     }
 }
