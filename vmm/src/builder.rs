@@ -35,6 +35,7 @@ use crate::devices::sim_vmgexit::SimVmgexit;
 use crate::devices::virtio;
 use crate::event_loop::{self, LoopEnd, TerminalInput};
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
+use crate::seccomp::ThreadKind;
 use crate::snp::certs::CertTable;
 use crate::snp::host::SnpHost;
 use crate::snp::kvm::{kvm_accepts_policy, KvmSnpHost};
@@ -250,6 +251,8 @@ pub struct Vmm {
     serial: Arc<Mutex<SerialConsole<ConsoleOutput>>>,
     stdio_console: bool,
     launch: LaunchSummary,
+    seccomp: bool,
+    seccomp_violation: Option<crate::seccomp::ThreadKind>,
 }
 
 /// What was launched: the platform, the measurement `cloister measure` predicts for this
@@ -681,6 +684,8 @@ pub fn build_with_id_block(
         serial,
         stdio_console: config.serial == SerialMode::Stdio,
         launch,
+        seccomp: config.seccomp,
+        seccomp_violation: config.seccomp_violation,
     })
 }
 
@@ -829,7 +834,12 @@ impl Vmm {
             serial,
             stdio_console,
             launch: _launch,
+            seccomp,
+            seccomp_violation,
         } = self;
+        if !seccomp {
+            log::warn!("seccomp filters are off (--seccomp off): for debugging only");
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(host("creating the vCPU event"))?);
         let (tx, rx) = mpsc::channel::<(u8, Result<VcpuStop, VcpuError>)>();
@@ -842,6 +852,16 @@ impl Vmm {
                 .spawn(move || {
                     // Wakes the event loop however this thread ends, a panic included.
                     let _signal_end = SignalEnd { index, ended };
+                    // The vCPU's filter, before its first KVM_RUN.
+                    if seccomp {
+                        if let Err(e) = crate::seccomp::install(ThreadKind::Vcpu) {
+                            let _ = tx.send((index, Err(VcpuError::Seccomp(e.to_string()))));
+                            return;
+                        }
+                        if seccomp_violation == Some(ThreadKind::Vcpu) {
+                            crate::seccomp::violate();
+                        }
+                    }
                     let result = vcpu.run(&thread_stop);
                     // The receiver lives until every thread is joined.
                     let _ = tx.send((index, result));
@@ -855,6 +875,17 @@ impl Vmm {
             }
         }
         drop(tx);
+        // The main thread's filter: after every vCPU thread exists (they keep their own),
+        // before the event loop.
+        if seccomp {
+            if let Err(e) = crate::seccomp::install(ThreadKind::Vmm) {
+                stop_vcpus(&stop, threads);
+                return Err(BuildError::Platform(e.to_string()));
+            }
+            if seccomp_violation == Some(ThreadKind::Vmm) {
+                crate::seccomp::violate();
+            }
+        }
 
         let terminal = if stdio_console {
             TerminalInput::from_stdin()

@@ -47,6 +47,9 @@ pub enum ConfigError {
     /// Unknown `--boot`.
     #[error("--boot {0:?} is not one of direct, verifier")]
     Boot(String),
+    /// Unknown `--seccomp` or `--seccomp-violation`.
+    #[error("{0}")]
+    Seccomp(String),
     /// Unknown `--tamper-staging`.
     #[error("--tamper-staging {0:?} is not one of kernel, initrd, cmdline")]
     TamperStaging(String),
@@ -179,6 +182,10 @@ pub struct VmConfig {
     pub boot: crate::boot::plan::BootLayout,
     /// Test hook: spoil one staged image after the launch (`--tamper-staging`).
     pub tamper_staging: Option<StagingPart>,
+    /// Install the seccomp filters (`--seccomp on`, the default).
+    pub seccomp: bool,
+    /// Test hook: a forbidden system call from this thread kind once filtered.
+    pub seccomp_violation: Option<crate::seccomp::ThreadKind>,
 }
 
 /// The default directory of the simulation root: `$CLOISTER_SIM_ROOT`, else
@@ -250,6 +257,10 @@ pub struct VmRequest {
     pub boot: Option<String>,
     /// `--tamper-staging` (test hook).
     pub tamper_staging: Option<String>,
+    /// `--seccomp on|off` (default on).
+    pub seccomp: Option<String>,
+    /// `--seccomp-violation vcpu|vmm` (test hook).
+    pub seccomp_violation: Option<String>,
 }
 
 impl VmConfig {
@@ -318,6 +329,25 @@ impl VmConfig {
                 Some("initrd") => Some(StagingPart::Initrd),
                 Some("cmdline") => Some(StagingPart::Cmdline),
                 Some(other) => return Err(ConfigError::TamperStaging(other.to_string())),
+            },
+            seccomp: match req.seccomp.as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(ConfigError::Seccomp(format!(
+                        "--seccomp {other:?} is not one of on, off"
+                    )))
+                }
+            },
+            seccomp_violation: match req.seccomp_violation.as_deref() {
+                None => None,
+                Some("vcpu") => Some(crate::seccomp::ThreadKind::Vcpu),
+                Some("vmm") => Some(crate::seccomp::ThreadKind::Vmm),
+                Some(other) => {
+                    return Err(ConfigError::Seccomp(format!(
+                        "--seccomp-violation {other:?} is not one of vcpu, vmm"
+                    )))
+                }
             },
         })
     }

@@ -11,6 +11,7 @@ pub mod cpuid;
 pub mod devices;
 pub mod event_loop;
 pub mod memory;
+pub mod seccomp;
 pub mod snp;
 pub mod test_guest;
 pub mod vstate;

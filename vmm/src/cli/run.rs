@@ -90,6 +90,14 @@ pub struct RunArgs {
     /// line after the launch, as a hostile host could. The verifier must refuse to boot.
     #[arg(long, value_name = "kernel|initrd|cmdline", hide = true)]
     pub tamper_staging: Option<String>,
+    /// seccomp filters on every thread of the running monitor (on), or none (off: for
+    /// debugging only; a warning says so).
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    pub seccomp: String,
+    /// Test hook: once its filter is installed, this thread kind makes a forbidden system
+    /// call (the process must die of SIGSYS).
+    #[arg(long, value_name = "vcpu|vmm", hide = true)]
+    pub seccomp_violation: Option<String>,
 }
 
 /// Runs `cloister run`.
@@ -111,6 +119,8 @@ pub fn main(args: RunArgs) -> ExitCode {
         guest_certs: args.guest_certs,
         boot: Some(args.boot),
         tamper_staging: args.tamper_staging,
+        seccomp: Some(args.seccomp),
+        seccomp_violation: args.seccomp_violation,
     };
     let config = match VmConfig::new(&request) {
         Ok(config) => config,

@@ -67,6 +67,9 @@ const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
 /// Errors while setting up or running a vCPU.
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
+    /// The vCPU thread's seccomp filter could not be installed.
+    #[error("vCPU thread: {0}")]
+    Seccomp(String),
     /// A KVM ioctl failed while setting the vCPU up.
     #[error("vCPU {index}: {what} failed: {source}")]
     Setup {
