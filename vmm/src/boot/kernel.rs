@@ -81,6 +81,16 @@ pub enum LoadError {
     /// The command line has a NUL byte.
     #[error("kernel command line contains a NUL byte")]
     CmdlineNul,
+    /// An ELF program header that cannot be loaded as given.
+    #[error("kernel image {name}: program header {index}: {why}")]
+    ElfSegment {
+        /// Image name.
+        name: String,
+        /// Index of the program header.
+        index: usize,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Writing guest memory failed.
     #[error("cannot write {what} into guest memory: {reason}")]
     GuestMemory {
@@ -159,6 +169,7 @@ pub fn load_kernel(
     let highmem = Some(GuestAddress(HIMEM_START));
     match detect_format(image) {
         Some(KernelFormat::Elf) => {
+            check_elf_segments(image, name, low_ram_end)?;
             let result =
                 Elf::load(mem, None, &mut Cursor::new(image), highmem).map_err(loader_error)?;
             Ok(LoadedKernel {
@@ -198,6 +209,103 @@ pub fn load_kernel(
     }
 }
 
+/// Checks every PT_LOAD segment of an ELF image before anything is loaded: its file bytes
+/// lie inside the image, it occupies no less memory than file bytes, and its memory
+/// `[p_paddr, p_paddr + p_memsz)` lies between 1 MiB (below are the boot structures the
+/// monitor writes after the kernel: they would overwrite it) and the end of low RAM,
+/// computed without overflow.
+fn check_elf_segments(image: &[u8], name: &str, low_ram_end: u64) -> Result<(), LoadError> {
+    let u16_at = |at: usize| {
+        image
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        image
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        image.get(at..at + 8).map(|b| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            u64::from_le_bytes(a)
+        })
+    };
+    let loader = |reason: &str| LoadError::Loader {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return Err(loader("ELF header truncated"));
+    };
+    let phentsize = usize::from(phentsize);
+    if phentsize < 0x38 {
+        return Err(loader(
+            "ELF program header entries are smaller than ELF64's",
+        ));
+    }
+    for index in 0..usize::from(phnum) {
+        let segment = |why: String| LoadError::ElfSegment {
+            name: name.to_string(),
+            index,
+            why,
+        };
+        let at = usize::try_from(phoff)
+            .ok()
+            .and_then(|o| o.checked_add(index.checked_mul(phentsize)?))
+            .ok_or_else(|| segment("lies outside the image".into()))?;
+        let field = |off: usize| at.checked_add(off).and_then(u64_at);
+        let (Some(kind), Some(offset), Some(paddr), Some(filesz), Some(memsz)) = (
+            at.checked_add(0).and_then(u32_at),
+            field(8),
+            field(24),
+            field(32),
+            field(40),
+        ) else {
+            return Err(segment("lies outside the image".into()));
+        };
+        if kind != 1 {
+            continue; // not PT_LOAD
+        }
+        if offset
+            .checked_add(filesz)
+            .is_none_or(|end| end > image.len() as u64)
+        {
+            return Err(segment(format!(
+                "its {filesz} file bytes at offset {offset:#x} run past the image's end"
+            )));
+        }
+        if filesz > memsz {
+            return Err(segment(format!(
+                "p_filesz {filesz:#x} is larger than p_memsz {memsz:#x}"
+            )));
+        }
+        if paddr < HIMEM_START {
+            return Err(segment(format!(
+                "loads at {paddr:#x}, below 1 MiB, where the monitor's boot structures go"
+            )));
+        }
+        match paddr.checked_add(memsz) {
+            Some(end) if end <= low_ram_end => {}
+            Some(end) => {
+                return Err(LoadError::KernelTooLarge {
+                    name: name.to_string(),
+                    needed: end,
+                    available: low_ram_end,
+                })
+            }
+            None => {
+                return Err(segment(format!(
+                    "p_paddr {paddr:#x} + p_memsz {memsz:#x} overflows"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The setup header of a bzImage, read from its fixed offset.
 fn bzimage_header(image: &[u8]) -> Option<setup_header> {
     use vm_memory::ByteValued;
@@ -219,7 +327,10 @@ pub fn load_initrd(
 ) -> Result<u64, LoadError> {
     let size = initrd.len() as u64;
     let limit = low_ram_end.min(kernel.initrd_addr_max().saturating_add(1));
-    let kernel_end = kernel.end.next_multiple_of(PAGE);
+    let kernel_end = kernel
+        .end
+        .checked_next_multiple_of(PAGE)
+        .unwrap_or(u64::MAX);
     let room = limit.saturating_sub(kernel_end);
     let too_large = || LoadError::InitrdTooLarge {
         name: name.to_string(),
@@ -399,6 +510,49 @@ pub(crate) mod tests {
         }
         // An ELF below 1 MiB is refused by the loader.
         assert!(load_kernel(&m, &tiny_elf(&[0xf4], 0x8000), "low", 32 << 20).is_err());
+    }
+
+    /// Sets the p_memsz / p_paddr / p_filesz of the one program header of a `tiny_elf`.
+    fn with_ph(mut elf: Vec<u8>, paddr: u64, filesz: u64, memsz: u64) -> Vec<u8> {
+        elf[0x40 + 24..0x40 + 32].copy_from_slice(&paddr.to_le_bytes());
+        elf[0x40 + 32..0x40 + 40].copy_from_slice(&filesz.to_le_bytes());
+        elf[0x40 + 40..0x40 + 48].copy_from_slice(&memsz.to_le_bytes());
+        elf
+    }
+
+    #[test]
+    fn elf_segments_are_checked_before_anything_is_loaded() {
+        let m = mem(32 << 20);
+        let base = tiny_elf(&[0xf4; 16], 0x20_0000);
+        let load = |img: &[u8]| load_kernel(&m, img, "e", 32 << 20);
+        // A p_memsz that overflows p_paddr + p_memsz.
+        let err = load(&with_ph(base.clone(), 0x20_0000, 16, u64::MAX - 0x1000)).unwrap_err();
+        assert!(err.to_string().contains("overflows"), "{err}");
+        // One that does not overflow but runs past RAM.
+        let err = load(&with_ph(base.clone(), 0x20_0000, 16, 1 << 40)).unwrap_err();
+        assert!(matches!(err, LoadError::KernelTooLarge { .. }), "{err}");
+        // A segment below 1 MiB (the zero page, page tables and command line go there).
+        let err = load(&with_ph(base.clone(), 0xf_f000, 16, 0x2000)).unwrap_err();
+        assert!(err.to_string().contains("below 1 MiB"), "{err}");
+        // File bytes past the image, and more file bytes than memory.
+        let err = load(&with_ph(base.clone(), 0x20_0000, 1 << 20, 1 << 20)).unwrap_err();
+        assert!(err.to_string().contains("past the image's end"), "{err}");
+        let err = load(&with_ph(base.clone(), 0x20_0000, 16, 8)).unwrap_err();
+        assert!(err.to_string().contains("larger than p_memsz"), "{err}");
+        // A program header table outside the image.
+        let mut far = base.clone();
+        far[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(load(&far).is_err());
+        // Nothing was written by the refused loads.
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x20_0000)).unwrap(), 0);
+        // The initrd placement cannot overflow on a kernel ending at the top.
+        let top = LoadedKernel {
+            format: KernelFormat::Elf,
+            entry: 0,
+            end: u64::MAX,
+            setup_header: None,
+        };
+        assert!(load_initrd(&m, &top, &[1; 10], "i", 32 << 20).is_err());
     }
 
     /// Mutated images (random bytes flipped in headers, program headers and sizes) are
