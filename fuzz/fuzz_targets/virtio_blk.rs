@@ -1,7 +1,8 @@
 //! Fuzzes the virtio-mmio transport and the virtio-blk device as a hostile guest would
-//! drive them: well-formed and malformed requests, arbitrary descriptor table entries,
-//! available-ring entries and indices, register accesses and memory pokes, in guest
-//! memory with a hole in it.
+//! drive them: well-formed and malformed requests (in the queue's table or in an indirect
+//! table), arbitrary descriptor table entries, available-ring entries and indices,
+//! `used_event` values, register accesses and memory pokes, in guest memory with a hole
+//! in it, with or without VIRTIO_F_RING_INDIRECT_DESC and VIRTIO_F_RING_EVENT_IDX.
 //!
 //! Checked besides "no panic": a read-only disk never changes and the disk never changes
 //! size.
@@ -14,8 +15,12 @@ use arbitrary::Arbitrary;
 use cloister_vmm::devices::bus::BusDevice;
 use cloister_vmm::devices::virtio::block::{Block, MemDisk, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
 use cloister_vmm::devices::virtio::mmio::reg;
-use cloister_vmm::devices::virtio::queue::{VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
-use cloister_vmm::devices::virtio::{status, IrqTrigger, MmioTransport};
+use cloister_vmm::devices::virtio::queue::{
+    VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+};
+use cloister_vmm::devices::virtio::{
+    status, IrqTrigger, MmioTransport, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
+};
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -29,6 +34,8 @@ const GOOD_AVAIL: u64 = 0x1000;
 const GOOD_USED: u64 = 0x1400;
 /// Where request buffers are laid out.
 const BUFFERS: u64 = 0x2000;
+/// Where a request sent through an indirect table puts the table.
+const INDIRECT_TABLE: u64 = SECOND_REGION + 0xf000;
 
 struct CountingIrq(AtomicUsize);
 
@@ -111,8 +118,12 @@ enum Op {
         header_len: Option<u32>,
         header_writable: bool,
         status_writable: bool,
+        /// Put the chain in an indirect table, one descriptor of the queue pointing at it.
+        indirect: bool,
         notify: bool,
     },
+    /// Sets `used_event` (read only with VIRTIO_F_RING_EVENT_IDX).
+    UsedEvent(u16),
     /// Writes a descriptor table entry.
     Desc {
         index: u16,
@@ -151,6 +162,10 @@ struct Input {
     readonly: bool,
     /// Negotiate features and set up queue 0 before the ops.
     activate: bool,
+    /// Accept VIRTIO_F_RING_EVENT_IDX when activating.
+    event_idx: bool,
+    /// Accept VIRTIO_F_RING_INDIRECT_DESC when activating.
+    indirect_desc: bool,
     queue_size: QueueSize,
     desc_table: Ring,
     avail_ring: Ring,
@@ -171,17 +186,22 @@ struct Driver {
     avail_idx: u16,
 }
 
+/// Writes one descriptor table entry at `at`.
+fn write_desc(mem: &GuestMemoryMmap, at: u64, addr: u64, len: u32, flags: u16, next: u16) {
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&addr.to_le_bytes());
+    raw[8..12].copy_from_slice(&len.to_le_bytes());
+    raw[12..14].copy_from_slice(&flags.to_le_bytes());
+    raw[14..].copy_from_slice(&next.to_le_bytes());
+    let _ = mem.write_slice(&raw, GuestAddress(at));
+}
+
 impl Driver {
     fn desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
         let at = self
             .desc_table
             .wrapping_add(16 * u64::from(index % self.size));
-        let mut raw = [0u8; 16];
-        raw[..8].copy_from_slice(&addr.to_le_bytes());
-        raw[8..12].copy_from_slice(&len.to_le_bytes());
-        raw[12..14].copy_from_slice(&flags.to_le_bytes());
-        raw[14..].copy_from_slice(&next.to_le_bytes());
-        let _ = self.mem.write_slice(&raw, GuestAddress(at));
+        write_desc(&self.mem, at, addr, len, flags, next);
     }
 
     fn publish(&mut self, head: u16) {
@@ -235,10 +255,20 @@ fuzz_target!(|input: Input| {
         wr(&mut dev, reg::DRIVER_FEATURES, 1);
         wr(&mut dev, reg::DRIVER_FEATURES_SEL, 0);
         let ro = if input.readonly { VIRTIO_BLK_F_RO } else { 0 };
+        let event_idx = if input.event_idx {
+            VIRTIO_F_RING_EVENT_IDX
+        } else {
+            0
+        };
+        let indirect = if input.indirect_desc {
+            VIRTIO_F_RING_INDIRECT_DESC
+        } else {
+            0
+        };
         wr(
             &mut dev,
             reg::DRIVER_FEATURES,
-            (VIRTIO_BLK_F_FLUSH | ro) as u32,
+            (VIRTIO_BLK_F_FLUSH | ro | event_idx | indirect) as u32,
         );
         wr(
             &mut dev,
@@ -275,6 +305,7 @@ fuzz_target!(|input: Input| {
                 header_len,
                 header_writable,
                 status_writable,
+                indirect,
                 notify,
             } => {
                 let kind: u32 = match kind {
@@ -329,17 +360,33 @@ fuzz_target!(|input: Input| {
                 ));
                 let head = drv.next_desc % drv.size;
                 let n = chain.len();
-                for (i, (addr, len, flags)) in chain.into_iter().enumerate() {
-                    let index = (head as usize + i) as u16 % drv.size;
-                    let next = (index + 1) % drv.size;
-                    let flags = if i + 1 < n {
-                        flags | VIRTQ_DESC_F_NEXT
-                    } else {
-                        flags
-                    };
-                    drv.desc(index, addr, len, flags, next);
+                if indirect {
+                    for (i, (addr, len, flags)) in chain.into_iter().enumerate() {
+                        let next = i as u16 + 1;
+                        let flags = if i + 1 < n {
+                            flags | VIRTQ_DESC_F_NEXT
+                        } else {
+                            flags
+                        };
+                        let at = INDIRECT_TABLE + 16 * i as u64;
+                        write_desc(&mem, at, addr, len, flags, next);
+                    }
+                    let table_len = 16 * n as u32;
+                    drv.desc(head, INDIRECT_TABLE, table_len, VIRTQ_DESC_F_INDIRECT, 0);
+                    drv.next_desc = (head + 1) % drv.size;
+                } else {
+                    for (i, (addr, len, flags)) in chain.into_iter().enumerate() {
+                        let index = (head as usize + i) as u16 % drv.size;
+                        let next = (index + 1) % drv.size;
+                        let flags = if i + 1 < n {
+                            flags | VIRTQ_DESC_F_NEXT
+                        } else {
+                            flags
+                        };
+                        drv.desc(index, addr, len, flags, next);
+                    }
+                    drv.next_desc = (head as usize + n) as u16 % drv.size;
                 }
-                drv.next_desc = (head as usize + n) as u16 % drv.size;
                 drv.publish(head);
                 if notify {
                     wr(&mut dev, reg::QUEUE_NOTIFY, 0);
@@ -353,6 +400,10 @@ fuzz_target!(|input: Input| {
                 next,
             } => {
                 drv.desc(index, addr.get(), len, u16::from(flags), next);
+            }
+            Op::UsedEvent(value) => {
+                let at = avail_ring.wrapping_add(4 + 2 * u64::from(drv.size));
+                let _ = mem.write_obj(value, GuestAddress(at));
             }
             Op::Publish { head } => drv.publish(head),
             Op::AvailIdx(idx) => {

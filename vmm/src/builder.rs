@@ -786,11 +786,7 @@ fn attach_virtio_disks(
         let slot = *slot;
         let irq = EventFd::new(EFD_NONBLOCK).map_err(host("creating a disk interrupt event"))?;
         vm.register_irqfd(&irq, slot.gsi)?;
-        let cfg = virtio::DiskConfig {
-            path: disk.path.clone(),
-            readonly: disk.readonly,
-        };
-        let device = virtio::new_block_device(&cfg, mem.clone(), Arc::new(irq))?;
+        let device = virtio::new_block_device(disk, mem.clone(), Arc::new(irq))?;
         mmio.insert(device, slot.base, slot.len)
             .map_err(|source| BuildError::Bus {
                 what: "a virtio-blk device",

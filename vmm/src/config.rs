@@ -76,14 +76,9 @@ pub enum KernelSource {
     BuiltIn,
 }
 
-/// A virtio-blk disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskSpec {
-    /// The backing file.
-    pub path: PathBuf,
-    /// Whether the guest may only read it.
-    pub readonly: bool,
-}
+/// A virtio-blk disk: the device's own description of its backing file, which `--disk`
+/// parses into (one definition for the option and the device).
+pub use crate::devices::virtio::DiskConfig as DiskSpec;
 
 impl std::str::FromStr for DiskSpec {
     type Err = ConfigError;

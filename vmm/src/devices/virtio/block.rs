@@ -5,7 +5,12 @@
 //! descriptor; the data in the descriptors between; the status byte in the final byte of
 //! the last, device-writable descriptor. Anything else fails the request with
 //! VIRTIO_BLK_S_IOERR (or, when there is no writable status byte, returns the chain with a
-//! used length of 0).
+//! used length of 0). The layout is the same whether the chain sits in the queue's table
+//! or in an indirect table ([`VIRTIO_F_RING_INDIRECT_DESC`], offered): the queue layer
+//! hands the device the chain flattened and validated.
+//!
+//! [`VIRTIO_F_RING_EVENT_IDX`] is offered too: a driver that accepts it is interrupted only
+//! when its `used_event` says so, and notifies only when the device's `avail_event` asks.
 //!
 //! Capacity is the image size divided by 512, rounded down: the tail of an image whose
 //! size is not a multiple of 512 is invisible to the guest (a warning is logged), and any
@@ -15,12 +20,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-use super::queue::{Descriptor, QueueError, SplitQueue};
+use super::queue::{Descriptor, PoppedChain, QueueError, SplitQueue};
 use super::{
     DiskConfig, GuestErrorLog, VirtioDevice, VirtioError, VIRTIO_F_ACCESS_PLATFORM,
-    VIRTIO_F_VERSION_1,
+    VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
 };
 
 /// Virtio device ID of a block device.
@@ -38,8 +43,12 @@ pub const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 pub const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 
 /// What every virtio-blk device offers; a read-only one adds [`VIRTIO_BLK_F_RO`].
-const FEATURES: u64 =
-    VIRTIO_F_VERSION_1 | VIRTIO_F_ACCESS_PLATFORM | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH;
+const FEATURES: u64 = VIRTIO_F_VERSION_1
+    | VIRTIO_F_ACCESS_PLATFORM
+    | VIRTIO_F_RING_INDIRECT_DESC
+    | VIRTIO_F_RING_EVENT_IDX
+    | VIRTIO_BLK_F_SEG_MAX
+    | VIRTIO_BLK_F_FLUSH;
 
 /// Every virtio-blk device offers VIRTIO_F_ACCESS_PLATFORM: what the launch policy asks
 /// before the device exists (`cloister_policy::VirtioDeviceInfo`).
@@ -248,7 +257,7 @@ impl<B: DiskBackend> Block<B> {
     }
 
     /// Serves one validated chain; returns the number of bytes written into it.
-    fn serve(&mut self, chain: &[Descriptor], mem: &GuestMemoryMmap) -> u32 {
+    fn serve<M: GuestMemory>(&mut self, chain: &[Descriptor], mem: &M) -> u32 {
         let Some((status_desc, rest)) = chain.split_last() else {
             return 0;
         };
@@ -278,11 +287,11 @@ impl<B: DiskBackend> Block<B> {
         written.saturating_add(1)
     }
 
-    fn execute(
+    fn execute<M: GuestMemory>(
         &mut self,
         header: Descriptor,
         data: &[Descriptor],
-        mem: &GuestMemoryMmap,
+        mem: &M,
         written: &mut u32,
     ) -> Result<u8, RequestError> {
         if header.device_writable {
@@ -353,11 +362,11 @@ impl<B: DiskBackend> Block<B> {
         }
     }
 
-    fn read_into(
+    fn read_into<M: GuestMemory>(
         &mut self,
         data: &[Descriptor],
         mut offset: u64,
-        mem: &GuestMemoryMmap,
+        mem: &M,
         written: &mut u32,
     ) -> Result<(), RequestError> {
         let mut buf = bounce_buffer(data);
@@ -377,11 +386,11 @@ impl<B: DiskBackend> Block<B> {
         Ok(())
     }
 
-    fn write_from(
+    fn write_from<M: GuestMemory>(
         &mut self,
         data: &[Descriptor],
         mut offset: u64,
-        mem: &GuestMemoryMmap,
+        mem: &M,
     ) -> Result<(), RequestError> {
         let mut buf = bounce_buffer(data);
         for desc in data {
@@ -455,31 +464,22 @@ impl<B: DiskBackend> VirtioDevice for Block<B> {
         self.acked_features = features;
     }
 
-    fn process_queue(
+    fn process_queue<M: GuestMemory>(
         &mut self,
         _index: usize,
         queue: &mut SplitQueue,
-        mem: &GuestMemoryMmap,
+        mem: &M,
     ) -> Result<bool, QueueError> {
-        let mut used_any = false;
-        // At most one queue's worth per notification: chains published later come with a
-        // notification of their own.
-        for _ in 0..queue.size {
-            let Some(popped) = queue.pop(mem)? else {
-                break;
-            };
-            let used_len = match popped.descriptors {
-                Ok(chain) => self.serve(&chain, mem),
-                Err(e) => {
-                    self.guest_errors
-                        .log(format_args!("virtio-blk: malformed descriptor chain: {e}"));
-                    0
-                }
-            };
-            queue.add_used(mem, popped.head, used_len)?;
-            used_any = true;
-        }
-        Ok(used_any)
+        queue.serve_available(mem, |popped: PoppedChain| match popped.descriptors {
+            Ok(chain) => self.serve(&chain, mem),
+            Err(e) => {
+                self.guest_errors.log(format_args!(
+                    "virtio-blk: malformed descriptor chain (head {}): {e}",
+                    popped.head
+                ));
+                0
+            }
+        })
     }
 
     fn reset(&mut self) {

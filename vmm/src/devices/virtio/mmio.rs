@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use vm_memory::GuestMemoryMmap;
+use vm_memory::GuestMemory;
 
-use super::queue::SplitQueue;
+use super::queue::{QueueRegisters, RingFeatures, SplitQueue};
 use super::{status, GuestErrorLog, IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
 
@@ -56,10 +56,10 @@ pub mod reg {
     pub const CONFIG: u64 = 0x100;
 }
 
-/// A virtio device behind the MMIO register window.
-pub struct MmioTransport<D: VirtioDevice> {
+/// A virtio device behind the MMIO register window, reaching guest memory through `M`.
+pub struct MmioTransport<D: VirtioDevice, M: GuestMemory> {
     device: D,
-    mem: GuestMemoryMmap,
+    mem: M,
     irq: Arc<dyn IrqTrigger>,
     queues: Vec<SplitQueue>,
     queue_sel: u32,
@@ -71,10 +71,10 @@ pub struct MmioTransport<D: VirtioDevice> {
     guest_errors: GuestErrorLog,
 }
 
-impl<D: VirtioDevice> MmioTransport<D> {
+impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
     /// Puts `device` behind a transport that reaches the guest's memory through `mem` and
     /// raises its interrupt through `irq`.
-    pub fn new(device: D, mem: GuestMemoryMmap, irq: Arc<dyn IrqTrigger>) -> Self {
+    pub fn new(device: D, mem: M, irq: Arc<dyn IrqTrigger>) -> Self {
         let queues = device
             .queue_max_sizes()
             .iter()
@@ -125,16 +125,31 @@ impl<D: VirtioDevice> MmioTransport<D> {
         self.queues.get_mut(self.queue_sel as usize)
     }
 
-    /// The selected queue if the driver may still configure it (it is not ready).
-    fn configurable_queue(&mut self) -> Option<&mut SplitQueue> {
+    /// The registers of the selected queue if the driver may still configure it (it is not
+    /// ready).
+    fn configurable_queue(&mut self) -> Option<&mut QueueRegisters> {
         let sel = self.queue_sel;
-        if self.queues.get(sel as usize).is_some_and(|q| q.ready) {
+        if self
+            .queues
+            .get(sel as usize)
+            .is_some_and(SplitQueue::is_ready)
+        {
             self.guest_errors.log(format_args!(
                 "virtio-mmio: driver reconfigures queue {sel} while it is ready; ignored"
             ));
             return None;
         }
-        self.queues.get_mut(sel as usize)
+        self.queues
+            .get_mut(sel as usize)
+            .and_then(SplitQueue::registers_mut)
+    }
+
+    /// The ring features the driver accepted (none before FEATURES_OK).
+    fn ring_features(&self) -> RingFeatures {
+        if self.device_status & status::FEATURES_OK == 0 {
+            return RingFeatures::default();
+        }
+        RingFeatures::from_acked(self.driver_features)
     }
 
     fn reset(&mut self) {
@@ -196,20 +211,19 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     fn write_queue_ready(&mut self, value: u32) {
         let sel = self.queue_sel;
-        let mem = self.mem.clone();
+        let features = self.ring_features();
         let Some(queue) = self.queues.get_mut(sel as usize) else {
             return;
         };
         if value == 0 {
-            queue.ready = false;
+            queue.disable();
             return;
         }
-        if queue.ready {
+        if queue.is_ready() {
             return;
         }
-        match queue.validate(&mem) {
-            Ok(()) => queue.ready = true,
-            Err(e) => self.mark_broken(&format_args!("queue {sel}: {e}")),
+        if let Err(e) = queue.activate(&self.mem, features) {
+            self.mark_broken(&format_args!("queue {sel}: {e}"));
         }
     }
 
@@ -229,7 +243,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             ));
             return;
         };
-        if !queue.ready {
+        if !queue.is_ready() {
             return;
         }
         match self.device.process_queue(i, queue, &self.mem) {
@@ -252,7 +266,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 _ => 0,
             },
             reg::QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
-            reg::QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.ready)),
+            reg::QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.is_ready())),
             reg::INTERRUPT_STATUS => self.interrupt_status,
             reg::STATUS => self.device_status,
             // No shared memory regions: length reads as all-ones (spec 4.2.2).
@@ -309,7 +323,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
     }
 
-    fn set_queue_addr(&mut self, field: fn(&mut SplitQueue) -> &mut u64, high: bool, value: u32) {
+    fn set_queue_addr(
+        &mut self,
+        field: fn(&mut QueueRegisters) -> &mut u64,
+        high: bool,
+        value: u32,
+    ) {
         if let Some(q) = self.configurable_queue() {
             let addr = field(q);
             let value = u64::from(value);
@@ -322,7 +341,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 }
 
-impl<D: VirtioDevice> BusDevice for MmioTransport<D> {
+impl<D: VirtioDevice, M: GuestMemory + Send> BusDevice for MmioTransport<D, M> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= reg::CONFIG {
             self.device.read_config(offset - reg::CONFIG, data);

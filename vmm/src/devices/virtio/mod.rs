@@ -10,22 +10,27 @@
 //! // `virtio_mmio.device=4K@0xd0000000:5` on kernels built with VIRTIO_MMIO_CMDLINE_DEVICES.
 //! ```
 //!
-//! - [`DiskConfig`]: the backing file and whether the guest may write it.
+//! - [`DiskConfig`]: the backing file and whether the guest may write it (the `--disk`
+//!   option parses into it: `crate::config::DiskSpec` is this type).
 //! - [`IrqTrigger`]: how a device raises its interrupt; implemented for
 //!   [`vmm_sys_util::eventfd::EventFd`] (write 1), which the builder registers as an irqfd.
 //! - [`new_block_device`]: a virtio-mmio transport (version 2) carrying a virtio-blk device,
-//!   as a [`SharedDevice`] for a [`MMIO_WINDOW_SIZE`]-byte MMIO window.
+//!   as a [`SharedDevice`] for a [`MMIO_WINDOW_SIZE`]-byte MMIO window. The transport and
+//!   the device reach guest memory through any [`vm_memory::GuestMemory`], so a test or a
+//!   fuzz target drives them without a VM.
 //! - [`VIRTIO_F_ACCESS_PLATFORM`]: offered by every device, as an SEV-SNP guest requires;
 //!   before a device exists the launch policy asks [`block::OFFERS_ACCESS_PLATFORM`], after
 //!   it [`MmioTransport::offers_access_platform`].
 //!
 //! Queues are processed synchronously in the vCPU thread that writes QueueNotify; the device
-//! then sets bit 0 of InterruptStatus and triggers the interrupt. Anything malformed the
-//! guest hands over fails that request, or marks the device DEVICE_NEEDS_RESET; it never
-//! panics the monitor.
+//! then sets bit 0 of InterruptStatus and triggers the interrupt, unless the driver
+//! negotiated [`VIRTIO_F_RING_EVENT_IDX`] and its `used_event` says it does not want one
+//! yet. Anything malformed the guest hands over fails that request, or marks the device
+//! DEVICE_NEEDS_RESET; it never panics the monitor.
 //!
-//! Modules: [`queue`] (split virtqueue, checked chains), [`mmio`] (the transport's
-//! registers), [`block`] (virtio-blk requests and their backends).
+//! Modules: [`queue`] (the rust-vmm `virtio-queue` crate's split virtqueue under a layer
+//! that validates whole chains), [`mmio`] (the transport's registers), [`block`]
+//! (virtio-blk requests and their backends).
 
 pub mod block;
 pub mod mmio;
@@ -35,14 +40,14 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use vm_memory::GuestMemoryMmap;
+use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::SharedDevice;
 
 pub use block::Block;
 pub use mmio::MmioTransport;
-pub use queue::{ChainError, Descriptor, QueueError, SplitQueue};
+pub use queue::{ChainError, Descriptor, QueueError, RingFeatures, SplitQueue};
 
 /// Size of the MMIO window of one virtio-mmio device (registers + config space).
 pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
@@ -50,6 +55,16 @@ pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
 /// Feature bit: the device complies with virtio 1.x (required by the MMIO version 2
 /// transport as implemented here).
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Feature bit 28 (virtio 1.x spec 6, VIRTIO_F_INDIRECT_DESC there): the driver may put a
+/// chain in an indirect descriptor table (spec 2.7.5.3), one descriptor of the queue
+/// pointing at it.
+pub const VIRTIO_F_RING_INDIRECT_DESC: u64 = 1 << 28;
+
+/// Feature bit 29 (virtio 1.x spec 6, VIRTIO_F_EVENT_IDX there): the driver's `used_event`
+/// tells the device when to interrupt, the device's `avail_event` when to be notified
+/// (spec 2.7.7, 2.7.10).
+pub const VIRTIO_F_RING_EVENT_IDX: u64 = 1 << 29;
 
 /// Feature bit 33 (virtio 1.x spec 6, "Reserved Feature Bits"): the device reaches the
 /// driver's buffers through the platform's DMA addressing rather than assuming it may
@@ -77,10 +92,11 @@ pub mod status {
     pub const FAILED: u32 = 0x80;
 }
 
-/// A virtio-blk disk as the user asked for it.
+/// A virtio-blk disk as the user asked for it (`--disk path=PATH[,readonly=on]`, parsed in
+/// `crate::config`, where this type is called `DiskSpec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
-    /// Path of the backing file (a raw disk image).
+    /// Path of the backing file (a raw disk image or a block device).
     pub path: PathBuf,
     /// When true the file is opened read-only, the device offers VIRTIO_BLK_F_RO and
     /// every write request fails with VIRTIO_BLK_S_IOERR.
@@ -156,14 +172,14 @@ pub trait VirtioDevice: Send {
     fn write_config(&mut self, offset: u64, data: &[u8]);
     /// The driver accepted `features` (a subset of [`Self::device_features`]).
     fn set_acked_features(&mut self, features: u64);
-    /// Serves every available chain on queue `index`. Returns whether any chain was
-    /// returned to the used ring (so an interrupt is due). `Err` means the queue is
-    /// unusable and the device needs a reset.
-    fn process_queue(
+    /// Serves every available chain on queue `index`. Returns whether an interrupt is
+    /// due (a chain went back to the used ring and the driver wants to hear of it). `Err`
+    /// means the queue is unusable and the device needs a reset.
+    fn process_queue<M: GuestMemory>(
         &mut self,
         index: usize,
         queue: &mut SplitQueue,
-        mem: &GuestMemoryMmap,
+        mem: &M,
     ) -> Result<bool, QueueError>;
     /// Back to the state after construction (the driver wrote 0 to Status).
     fn reset(&mut self);
@@ -202,10 +218,11 @@ impl GuestErrorLog {
     }
 }
 
-/// Builds a virtio-blk device on a virtio-mmio transport, backed by the file in `cfg`.
-pub fn new_block_device(
+/// Builds a virtio-blk device on a virtio-mmio transport, backed by the file in `cfg`,
+/// reaching the guest's memory through `mem`.
+pub fn new_block_device<M: GuestMemory + Send + 'static>(
     cfg: &DiskConfig,
-    mem: GuestMemoryMmap,
+    mem: M,
     irq: Arc<dyn IrqTrigger>,
 ) -> Result<SharedDevice, VirtioError> {
     let block = Block::open(cfg)?;

@@ -5,6 +5,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::mock::DescriptorTable;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -44,7 +47,7 @@ fn pattern() -> Vec<u8> {
 struct Driver<B: DiskBackend> {
     mem: GuestMemoryMmap,
     irq: Arc<CountingIrq>,
-    dev: MmioTransport<Block<B>>,
+    dev: MmioTransport<Block<B>, GuestMemoryMmap>,
     next_desc: u16,
     avail_idx: u16,
 }
@@ -75,6 +78,11 @@ impl<B: DiskBackend> Driver<B> {
 
     /// The Linux driver's initialisation sequence (spec 3.1.1) with VERSION_1 only.
     fn activate(&mut self) {
+        self.activate_with(0);
+    }
+
+    /// The same, also accepting the low-word features `ring` (VIRTIO_F_RING_*).
+    fn activate_with(&mut self, ring: u64) {
         self.wr(reg::STATUS, status::ACKNOWLEDGE);
         self.wr(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
         self.wr(reg::DRIVER_FEATURES_SEL, 1);
@@ -82,7 +90,7 @@ impl<B: DiskBackend> Driver<B> {
         self.wr(reg::DRIVER_FEATURES_SEL, 0);
         self.wr(
             reg::DRIVER_FEATURES,
-            (VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX) as u32,
+            (VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX | ring) as u32,
         );
         let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
         self.wr(reg::STATUS, s);
@@ -122,6 +130,50 @@ impl<B: DiskBackend> Driver<B> {
         self.mem
             .write_obj(self.avail_idx, GuestAddress(AVAIL + 2))
             .unwrap();
+    }
+
+    /// Writes `chain` as an indirect table at `table`, one descriptor of the queue pointing
+    /// at it, publishes that descriptor and notifies.
+    fn submit_indirect(&mut self, table: u64, chain: &[(u64, u32, u16)]) -> u16 {
+        let entries = indirect_entries(chain);
+        self.indirect_table(table, &entries);
+        let head = self.next_desc;
+        let len = 16 * entries.len() as u32;
+        self.write_desc(head, table, len, VIRTQ_DESC_F_INDIRECT, 0);
+        self.next_desc = (head + 1) % QSIZE;
+        self.publish(head);
+        self.wr(reg::QUEUE_NOTIFY, 0);
+        head
+    }
+
+    /// Writes `(addr, len, flags, next)` entries into an indirect table at `at`, with the
+    /// virtio-queue crate's driver-side mock.
+    fn indirect_table(&self, at: u64, entries: &[TableEntry]) {
+        let table = DescriptorTable::new(&self.mem, GuestAddress(at), entries.len() as u16);
+        for (i, &(addr, len, flags, next)) in entries.iter().enumerate() {
+            let desc = RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next));
+            table.store(i as u16, desc).unwrap();
+        }
+    }
+
+    /// Sets `used_event` (the avail ring's last field, spec 2.7.6).
+    fn set_used_event(&self, value: u16) {
+        let at = AVAIL + 4 + 2 * u64::from(QSIZE);
+        self.mem.write_obj(value, GuestAddress(at)).unwrap();
+    }
+
+    /// `avail_event` (the used ring's last field, spec 2.7.8).
+    fn avail_event(&self) -> u16 {
+        let at = USED + 4 + 8 * u64::from(QSIZE);
+        self.mem.read_obj(GuestAddress(at)).unwrap()
+    }
+
+    fn used_flags(&self) -> u16 {
+        self.mem.read_obj(GuestAddress(USED)).unwrap()
+    }
+
+    fn interrupts(&self) -> usize {
+        self.irq.0.load(Ordering::SeqCst)
     }
 
     /// Writes a chain of (addr, len, flags) descriptors, publishes it and notifies.
@@ -173,7 +225,32 @@ impl<B: DiskBackend> Driver<B> {
     }
 }
 
+/// A descriptor table entry: (addr, len, flags, next).
+type TableEntry = (u64, u32, u16, u16);
+
+/// A chain of (addr, len, flags) as indirect table entries, each linking to the following
+/// one.
+fn indirect_entries(chain: &[(u64, u32, u16)]) -> Vec<TableEntry> {
+    chain
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, len, flags))| {
+            let next = i as u16 + 1;
+            if usize::from(next) < chain.len() {
+                (addr, len, flags | VIRTQ_DESC_F_NEXT, next)
+            } else {
+                (addr, len, flags, 0)
+            }
+        })
+        .collect()
+}
+
 fn mem_driver(readonly: bool) -> Driver<MemDisk> {
+    mem_driver_with(readonly, 0)
+}
+
+/// A driver that accepted the ring features `ring` besides VERSION_1, FLUSH and SEG_MAX.
+fn mem_driver_with(readonly: bool, ring: u64) -> Driver<MemDisk> {
     let disk = MemDisk {
         bytes: pattern(),
         flushes: 0,
@@ -184,7 +261,7 @@ fn mem_driver(readonly: bool) -> Driver<MemDisk> {
         readonly,
         *b"cloister-test-disk-1",
     ));
-    d.activate();
+    d.activate_with(ring);
     d
 }
 
@@ -213,8 +290,14 @@ fn identification_registers_and_config() {
     );
     assert_eq!(
         u64::from(low),
-        VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX
+        VIRTIO_BLK_F_RO
+            | VIRTIO_BLK_F_FLUSH
+            | VIRTIO_BLK_F_SEG_MAX
+            | VIRTIO_F_RING_INDIRECT_DESC
+            | VIRTIO_F_RING_EVENT_IDX
     );
+    assert_eq!(VIRTIO_F_RING_INDIRECT_DESC, 1 << 28);
+    assert_eq!(VIRTIO_F_RING_EVENT_IDX, 1 << 29);
     // Capacity: 4196 bytes round down to 8 sectors.
     let mut cap = [0u8; 8];
     d.dev.read(reg::CONFIG, &mut cap);
@@ -397,7 +480,7 @@ fn descriptor_loop_and_bad_links_are_detected() {
     // next index outside the queue
     d.write_desc(2, HDR, 16, R | VIRTQ_DESC_F_NEXT, QSIZE);
     d.publish(2);
-    // indirect descriptor (not offered)
+    // indirect descriptor (offered, but this driver did not accept it)
     d.write_desc(3, HDR, 16, VIRTQ_DESC_F_INDIRECT, 0);
     d.publish(3);
     d.wr(reg::QUEUE_NOTIFY, 0);
@@ -710,7 +793,8 @@ mod file_backed {
             path: f.path().to_path_buf(),
             readonly: false,
         };
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+        let mem: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let irq = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
         let dev = new_block_device(&cfg, mem.clone(), irq.clone()).unwrap();
         let mut dev = dev.lock().unwrap();
@@ -792,4 +876,210 @@ fn guest_error_log_stops_warning_after_its_budget() {
     assert_eq!(log.left, 0);
     log.log(format_args!("one more"));
     assert_eq!(log.left, 0);
+}
+
+/// Where the tests put indirect tables.
+const TABLE: u64 = BUF + 0x4000;
+
+#[test]
+fn indirect_requests_read_and_write_through_the_table() {
+    let mut d = mem_driver_with(false, VIRTIO_F_RING_INDIRECT_DESC);
+    assert_eq!(
+        d.dev.device().acked_features() & VIRTIO_F_RING_INDIRECT_DESC,
+        VIRTIO_F_RING_INDIRECT_DESC
+    );
+    // A read of sectors 2..5 into two buffers, the whole request in one indirect table.
+    d.header(HDR, VIRTIO_BLK_T_IN, 2);
+    let head = d.submit_indirect(
+        TABLE,
+        &[
+            (HDR, 16, R),
+            (DATA, 512, W),
+            (DATA + 0x800, 1024, W),
+            (STATUS, 1, W),
+        ],
+    );
+    assert_eq!(d.used_idx(), 1);
+    assert_eq!(d.used(0), (u32::from(head), 1536 + 1));
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    let disk = pattern();
+    assert_eq!(d.bytes(DATA, 512), disk[1024..1536]);
+    assert_eq!(d.bytes(DATA + 0x800, 1024), disk[1536..2560]);
+    assert_eq!(d.interrupts(), 1);
+
+    // A write of sector 6 the same way reaches the disk.
+    let payload: Vec<u8> = (0..512).map(|i| (i % 13) as u8).collect();
+    d.mem.write_slice(&payload, GuestAddress(DATA)).unwrap();
+    d.header(HDR, VIRTIO_BLK_T_OUT, 6);
+    d.mem.write_obj(0x77u8, GuestAddress(STATUS)).unwrap();
+    d.submit_indirect(TABLE, &[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert_eq!(d.used(1).1, 1);
+    let image = &d.dev.device().backend().bytes;
+    assert_eq!(&image[6 * 512..7 * 512], &payload[..]);
+    assert_eq!(&image[..6 * 512], &disk[..6 * 512]);
+    // Direct and indirect requests mix on one queue.
+    d.header(HDR, VIRTIO_BLK_T_GET_ID, 0);
+    d.submit(&[(HDR, 16, R), (DATA, 20, W), (STATUS, 1, W)]);
+    assert_eq!(d.bytes(DATA, 20), b"cloister-test-disk-1");
+    assert_eq!(d.used_idx(), 3);
+    assert!(!d.dev.is_broken());
+}
+
+#[test]
+fn malformed_indirect_tables_fail_only_their_request() {
+    let mut d = mem_driver_with(false, VIRTIO_F_RING_INDIRECT_DESC);
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    let end = MEM_SIZE as u64;
+    let good = indirect_entries(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    let long: Vec<_> = (0..300u16)
+        .map(|i| (DATA, 0, W | VIRTQ_DESC_F_NEXT, i + 1))
+        .collect();
+    let nested = [(TABLE + 0x1000, 48, VIRTQ_DESC_F_INDIRECT, 0)];
+    let looping = [
+        (HDR, 16, R | VIRTQ_DESC_F_NEXT, 1),
+        (DATA, 512, W | VIRTQ_DESC_F_NEXT, 0),
+    ];
+    let outside = [
+        (HDR, 16, R | VIRTQ_DESC_F_NEXT, 1),
+        (DATA, 512, W | VIRTQ_DESC_F_NEXT, 7),
+    ];
+    let bad_buffer = indirect_entries(&[(HDR, 16, R), (end - 100, 512, W), (STATUS, 1, W)]);
+    // (table contents, table address, length of the indirect descriptor, its flags)
+    let cases: [(&[TableEntry], u64, u32, u16); 9] = [
+        (&good, TABLE, 40, VIRTQ_DESC_F_INDIRECT), // not whole descriptors
+        (&good, TABLE, 0, VIRTQ_DESC_F_INDIRECT),  // empty
+        (&good, TABLE, 48, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT), // links on
+        (&good, end - 16, 48, VIRTQ_DESC_F_INDIRECT), // table outside memory
+        (&nested, TABLE, 16, VIRTQ_DESC_F_INDIRECT), // table in a table
+        (&looping, TABLE, 32, VIRTQ_DESC_F_INDIRECT), // loop in the table
+        (&outside, TABLE, 32, VIRTQ_DESC_F_INDIRECT), // link outside the table
+        (&long, TABLE, 300 * 16, VIRTQ_DESC_F_INDIRECT), // more than 256 descriptors
+        (&bad_buffer, TABLE, 48, VIRTQ_DESC_F_INDIRECT), // buffer outside memory
+    ];
+    d.indirect_table(TABLE + 0x1000, &good);
+    for (n, &(entries, at, len, flags)) in cases.iter().enumerate() {
+        if at + 16 * entries.len() as u64 <= end {
+            d.indirect_table(at, entries);
+        }
+        d.mem.write_obj(0x77u8, GuestAddress(STATUS)).unwrap();
+        d.mem.write_slice(&[0u8; 512], GuestAddress(DATA)).unwrap();
+        let head = d.next_desc;
+        d.write_desc(head, at, len, flags, (head + 1) % QSIZE);
+        d.next_desc = (head + 1) % QSIZE;
+        d.publish(head);
+        d.wr(reg::QUEUE_NOTIFY, 0);
+        assert_eq!(d.used(n as u16), (u32::from(head), 0), "case {n}");
+        assert_eq!(d.status_byte(STATUS), 0x77, "case {n} wrote a status");
+        assert_eq!(d.bytes(DATA, 512), vec![0u8; 512], "case {n} wrote data");
+        assert!(!d.dev.is_broken(), "case {n} broke the device");
+    }
+    // The queue goes on: a good indirect request after them is served.
+    d.submit_indirect(TABLE, &[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert_eq!(d.bytes(DATA, 512), pattern()[..512]);
+    assert_eq!(d.used_idx(), cases.len() as u16 + 1);
+}
+
+#[test]
+fn indirect_table_is_refused_when_the_driver_did_not_accept_it() {
+    let mut d = mem_driver(false);
+    assert_eq!(
+        d.dev.device().acked_features() & VIRTIO_F_RING_INDIRECT_DESC,
+        0
+    );
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    d.mem.write_obj(0x77u8, GuestAddress(STATUS)).unwrap();
+    // A well-formed request, but in a table the driver may not use.
+    let head = d.submit_indirect(TABLE, &[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.used(0), (u32::from(head), 0));
+    assert_eq!(d.status_byte(STATUS), 0x77);
+    assert_eq!(d.bytes(DATA, 512), vec![0u8; 512]);
+    assert!(!d.dev.is_broken());
+}
+
+/// Submits one read of sector 0 and returns how many interrupts it raised.
+fn read_once(d: &mut Driver<MemDisk>) -> usize {
+    let before = d.interrupts();
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    d.mem.write_obj(0x77u8, GuestAddress(STATUS)).unwrap();
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert_eq!(d.bytes(DATA, 512), pattern()[..512]);
+    d.interrupts() - before
+}
+
+#[test]
+fn event_idx_interrupts_only_when_used_event_is_passed() {
+    let mut d = mem_driver_with(false, VIRTIO_F_RING_EVENT_IDX);
+    // used_event 0: the driver wants to hear of the first used buffer only.
+    d.set_used_event(0);
+    assert_eq!(read_once(&mut d), 1);
+    assert_eq!(d.dev.interrupt_status(), INT_USED_BUFFER);
+    d.wr(reg::INTERRUPT_ACK, INT_USED_BUFFER);
+    // The device asks to be notified of the next available entry.
+    assert_eq!(d.avail_event(), 1);
+    assert_eq!(read_once(&mut d), 0, "used_event 0 was passed already");
+    assert_eq!(d.dev.interrupt_status(), 0);
+    assert_eq!(d.used_idx(), 2);
+    assert_eq!(d.avail_event(), 2);
+    // used_event 3: no interrupt for used index 3, one when entry 3 is used (index 4).
+    d.set_used_event(3);
+    assert_eq!(read_once(&mut d), 0);
+    assert_eq!(read_once(&mut d), 1);
+    d.wr(reg::INTERRUPT_ACK, INT_USED_BUFFER);
+    // Three chains behind one notification: one interrupt when used_event is among them,
+    // none when it lies beyond.
+    for (used_event, interrupts) in [(5, 1), (100, 0)] {
+        d.set_used_event(used_event);
+        let before = d.interrupts();
+        d.header(HDR, VIRTIO_BLK_T_IN, 1);
+        for _ in 0..3 {
+            d.write_desc(d.next_desc, HDR, 16, R | VIRTQ_DESC_F_NEXT, d.next_desc + 1);
+            d.write_desc(d.next_desc + 1, STATUS, 1, W, 0);
+            let head = d.next_desc;
+            d.next_desc = (d.next_desc + 2) % QSIZE;
+            d.publish(head);
+        }
+        d.wr(reg::QUEUE_NOTIFY, 0);
+        assert_eq!(
+            d.interrupts() - before,
+            interrupts,
+            "used_event {used_event}"
+        );
+        assert_eq!(d.avail_event(), d.avail_idx);
+    }
+    assert_eq!(d.used_idx(), 10);
+    assert!(!d.dev.is_broken());
+}
+
+#[test]
+fn without_event_idx_every_notification_with_used_buffers_interrupts() {
+    let mut d = mem_driver(false);
+    // used_event means nothing unless EVENT_IDX was negotiated.
+    d.set_used_event(100);
+    for n in 1..=3 {
+        assert_eq!(read_once(&mut d), 1, "request {n}");
+        // VRING_USED_F_NO_NOTIFY is off again once the device is idle, and avail_event is
+        // not the device's to write.
+        assert_eq!(d.used_flags(), 0);
+        assert_eq!(d.avail_event(), 0);
+    }
+    // A notification with nothing available raises nothing.
+    d.wr(reg::QUEUE_NOTIFY, 0);
+    assert_eq!(d.interrupts(), 3);
+}
+
+#[test]
+fn a_reset_forgets_event_idx() {
+    let mut d = mem_driver_with(false, VIRTIO_F_RING_EVENT_IDX);
+    d.set_used_event(100);
+    assert_eq!(read_once(&mut d), 0);
+    d.wr(reg::STATUS, 0);
+    d.mem.write_obj(0u16, GuestAddress(AVAIL + 2)).unwrap();
+    d.mem.write_obj(0u16, GuestAddress(USED + 2)).unwrap();
+    d.avail_idx = 0;
+    d.next_desc = 0;
+    d.activate();
+    assert_eq!(read_once(&mut d), 1);
 }
