@@ -4,7 +4,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use cloister_vmm::acpi::{build_tables, AcpiConfig, MmioSlot, RSDP_ADDR, TABLES_END};
+use cloister_vmm::acpi::{build_tables, AcpiConfig};
+use cloister_vmm::boot::layout::{MmioSlot, ACPI_START, HIMEM_START};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -40,10 +41,13 @@ fuzz_target!(|input: Input| {
         return;
     };
     for (addr, bytes) in &tables.placed {
-        assert!(addr.0 >= RSDP_ADDR && addr.0 + bytes.len() as u64 <= TABLES_END);
+        assert!(addr.0 >= ACPI_START && addr.0 + bytes.len() as u64 <= HIMEM_START);
         let sum = |b: &[u8]| b.iter().fold(0u8, |a, x| a.wrapping_add(*x));
-        if addr.0 == RSDP_ADDR {
+        if addr.0 == ACPI_START {
             assert_eq!(sum(&bytes[..20]), 0);
+        } else {
+            let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            assert_eq!(len as usize, bytes.len(), "length of the table at {addr:?}");
         }
         assert_eq!(sum(bytes), 0, "checksum of table at {addr:?}");
     }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::boot::mptable::MAX_CPUS;
+use crate::boot::layout::MAX_CPUS;
 pub use crate::boot::plan::Platform;
 use crate::memory::{host_ram, validate_size, MemoryError, MemorySize};
 

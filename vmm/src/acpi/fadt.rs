@@ -1,15 +1,14 @@
 //! The Fixed ACPI Description Table (ACPI 6.5 section 5.2.9) of a hardware-reduced
 //! platform: no PM1/GPE blocks, no SCI; sleep (power-off) through the extended sleep
 //! control and status registers (section 4.8.3.7), which are one-byte I/O ports.
+//!
+//! The `acpi_tables` crate lays the table out (revision 6.5, 276 bytes) and checksums it;
+//! it has no names for the IA-PC boot architecture flags, which are defined here.
 
-use super::sdt::{gas_io_port_u8, Sdt};
+use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 
-/// FADT flag: the power button, if any, is a control-method device.
-const PWR_BUTTON: u32 = 1 << 4;
-/// FADT flag: the sleep button, if any, is a control-method device.
-const SLP_BUTTON: u32 = 1 << 5;
-/// FADT flag: hardware-reduced ACPI.
-const HW_REDUCED_ACPI: u32 = 1 << 20;
+use super::sdt::{self, OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 
 /// IA-PC boot architecture flag: no VGA.
 const VGA_NOT_PRESENT: u16 = 1 << 2;
@@ -26,61 +25,78 @@ const CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 // Bit 0 (legacy devices) and bit 1 (8042) left clear: no ISA devices for the OS to
 // enumerate by convention, and no PS/2 controller to probe (the i8042 the monitor
 // emulates is there for its reset line only).
+/// The IAPC_BOOT_ARCH field: 0x003C.
+const IAPC_BOOT_ARCH: u16 =
+    VGA_NOT_PRESENT | MSI_NOT_SUPPORTED | PCIE_ASPM_CONTROLS | CMOS_RTC_NOT_PRESENT;
 
-/// Length of a revision 6 FADT.
-pub const FADT_LEN: usize = 276;
-/// Offset of X_DSDT.
-pub const X_DSDT_OFFSET: usize = 140;
-/// Offset of SLEEP_CONTROL_REG.
-pub const SLEEP_CONTROL_OFFSET: usize = 244;
-/// Offset of SLEEP_STATUS_REG.
-pub const SLEEP_STATUS_OFFSET: usize = 256;
-/// Offset of the Flags field.
-pub const FLAGS_OFFSET: usize = 112;
-/// Offset of IAPC_BOOT_ARCH (2 bytes).
-pub const IAPC_BOOT_ARCH_OFFSET: usize = 109;
+/// Hypervisor vendor identity (the FADT's last field).
+const HYPERVISOR_VENDOR: [u8; 8] = *b"CLOISTER";
 
 /// Builds the FADT pointing at the DSDT at `dsdt_addr`, with the sleep control register
 /// at I/O port `sleep_control_port` and the sleep status register at `sleep_status_port`.
 pub fn fadt(dsdt_addr: u64, sleep_control_port: u16, sleep_status_port: u16) -> Vec<u8> {
-    let mut t = Sdt::new(*b"FACP", 6);
-    t.u32(0); // FIRMWARE_CTRL: no FACS on a hardware-reduced platform
-    t.u32(u32::try_from(dsdt_addr).unwrap_or(0)); // DSDT (also in X_DSDT)
-    t.u8(0); // reserved
-    t.u8(0); // Preferred_PM_Profile: unspecified
-    t.u16(0); // SCI_INT: none (hardware-reduced)
-    t.u32(0); // SMI_CMD
-    t.zeros(4); // ACPI_ENABLE, ACPI_DISABLE, S4BIOS_REQ, PSTATE_CNT
-    t.zeros(8 * 4); // PM1a/b EVT, PM1a/b CNT, PM2 CNT, PM TMR, GPE0, GPE1 blocks
-    t.zeros(8); // block lengths, GPE1_BASE, CST_CNT
-    t.zeros(2 * 4); // P_LVL2_LAT, P_LVL3_LAT, FLUSH_SIZE, FLUSH_STRIDE
-    t.zeros(5); // DUTY_OFFSET, DUTY_WIDTH, DAY_ALRM, MON_ALRM, CENTURY
-                // IAPC_BOOT_ARCH
-    t.u16(VGA_NOT_PRESENT | MSI_NOT_SUPPORTED | PCIE_ASPM_CONTROLS | CMOS_RTC_NOT_PRESENT);
-    t.u8(0); // reserved
-    t.u32(HW_REDUCED_ACPI | PWR_BUTTON | SLP_BUTTON); // Flags
-    t.zeros(12); // RESET_REG: none
-    t.u8(0); // RESET_VALUE
-    t.u16(0); // ARM_BOOT_ARCH
-    t.u8(5); // FADT minor version (ACPI 6.5)
-    t.u64(0); // X_FIRMWARE_CTRL
-    t.u64(dsdt_addr); // X_DSDT
-    t.zeros(8 * 12); // X_PM1a_EVT_BLK .. X_GPE1_BLK: none
-    t.push(&gas_io_port_u8(sleep_control_port));
-    t.push(&gas_io_port_u8(sleep_status_port));
-    t.push(b"CLOISTER"); // hypervisor vendor identity
-    t.finish()
+    // FIRMWARE_CTRL and X_FIRMWARE_CTRL stay 0: no FACS on a hardware-reduced platform;
+    // SCI_INT, the PM1/GPE blocks and RESET_REG stay empty; Preferred_PM_Profile is
+    // "unspecified". PWR_BUTTON and SLP_BUTTON say there are no fixed-feature buttons.
+    let mut fadt = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
+        .dsdt_64(dsdt_addr)
+        .flag(Flags::HwReducedAcpi)
+        .flag(Flags::PwrButton)
+        .flag(Flags::SlpButton);
+    // The 32-bit DSDT field holds the same address as X_DSDT (the tables sit below
+    // 1 MiB), for OSes that read only the ACPI 1.0 field.
+    fadt.dsdt = u32::try_from(dsdt_addr).unwrap_or(0).into();
+    fadt.iapc_boot_arch = IAPC_BOOT_ARCH.into();
+    fadt.sleep_control_reg = io_port_u8(sleep_control_port);
+    fadt.sleep_status_reg = io_port_u8(sleep_status_port);
+    fadt.hypervisor_vendor_identity = u64::from_le_bytes(HYPERVISOR_VENDOR).into();
+    sdt::to_bytes(&fadt.finalize())
+}
+
+/// A Generic Address Structure for a one-byte register at I/O port `port`.
+fn io_port_u8(port: u16) -> GAS {
+    GAS::new(
+        AddressSpace::SystemIo,
+        8,
+        0,
+        AccessSize::ByteAccess,
+        u64::from(port),
+    )
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Length of a revision 6 FADT.
+    pub const FADT_LEN: usize = 276;
+    /// Offset of the 32-bit DSDT field.
+    pub const DSDT_OFFSET: usize = 40;
+    /// Offset of IAPC_BOOT_ARCH (2 bytes).
+    pub const IAPC_BOOT_ARCH_OFFSET: usize = 109;
+    /// Offset of the Flags field.
+    pub const FLAGS_OFFSET: usize = 112;
+    /// Offset of the FADT minor version.
+    pub const MINOR_VERSION_OFFSET: usize = 131;
+    /// Offset of X_DSDT.
+    pub const X_DSDT_OFFSET: usize = 140;
+    /// Offset of SLEEP_CONTROL_REG.
+    pub const SLEEP_CONTROL_OFFSET: usize = 244;
+    /// Offset of SLEEP_STATUS_REG.
+    pub const SLEEP_STATUS_OFFSET: usize = 256;
+    /// Offset of the hypervisor vendor identity.
+    pub const HYPERVISOR_VENDOR_OFFSET: usize = 268;
+
+    /// FADT flags: power and sleep buttons are control-method devices (bits 4, 5);
+    /// hardware-reduced ACPI (bit 20).
+    const EXPECTED_FLAGS: u32 = (1 << 4) | (1 << 5) | (1 << 20);
 
     #[test]
     fn iapc_boot_arch_says_no_cmos_rtc_no_vga_no_msi_no_aspm_and_nothing_else() {
         let t = fadt(0xe_0100, 0x3c0, 0x3c1);
         assert_eq!(t.len(), FADT_LEN);
+        assert_eq!(acpi_tables::fadt::FADT::len(), FADT_LEN);
         let field = &t[IAPC_BOOT_ARCH_OFFSET..IAPC_BOOT_ARCH_OFFSET + 2];
         let flags = u16::from_le_bytes(field.try_into().unwrap());
         assert_eq!(
@@ -96,8 +112,21 @@ mod tests {
         );
         assert_eq!(
             u32::from_le_bytes(t[FLAGS_OFFSET..FLAGS_OFFSET + 4].try_into().unwrap()),
-            HW_REDUCED_ACPI | PWR_BUTTON | SLP_BUTTON,
+            EXPECTED_FLAGS,
             "the Flags field right after is unchanged"
         );
+    }
+
+    #[test]
+    fn both_dsdt_fields_point_at_the_dsdt_and_the_vendor_is_cloister() {
+        let t = fadt(0xe_0100, 0x3c0, 0x3c1);
+        let dsdt = u32::from_le_bytes(t[DSDT_OFFSET..DSDT_OFFSET + 4].try_into().unwrap());
+        let x_dsdt = u64::from_le_bytes(t[X_DSDT_OFFSET..X_DSDT_OFFSET + 8].try_into().unwrap());
+        assert_eq!((u64::from(dsdt), x_dsdt), (0xe_0100, 0xe_0100));
+        assert_eq!(
+            &t[HYPERVISOR_VENDOR_OFFSET..HYPERVISOR_VENDOR_OFFSET + 8],
+            b"CLOISTER"
+        );
+        assert_eq!(t[MINOR_VERSION_OFFSET], 5, "FADT 6.5");
     }
 }

@@ -2,54 +2,44 @@
 //! virtio-mmio devices and serial port (DSDT), and how it powers off (hardware-reduced
 //! FADT with extended sleep registers).
 //!
+//! The tables are encoded by the rust-vmm `acpi_tables` crate (AML objects, table
+//! header and checksum, RSDP, XSDT, FADT layout, local APIC and I/O APIC structures);
+//! what it lacks is written here: the `IRQNoFlags` descriptor (`aml`), the MADT's
+//! PCAT_COMPAT flag, interrupt source override and local APIC NMI (`madt`), and the
+//! FADT's IA-PC boot architecture flags (`fadt`).
+//!
 //! # Interface for the VM builder
 //!
 //! ```text
 //! let rsdp = acpi::write_tables(&mem, &AcpiConfig {
 //!     vcpus: 2,
-//!     virtio_mmio: vec![MmioSlot { base: 0xd000_0000, len: 0x1000, gsi: 5 }],
-//!     sleep_control_port: 0x3c0,     // status register at 0x3c1
+//!     virtio_mmio: vec![MmioSlot::nth(0)?],
+//!     sleep_control_port: ACPI_SLEEP_CONTROL_PORT as u16,  // status register after it
 //! })?;
 //! // optionally: boot_params.acpi_rsdp_addr = rsdp.0 (Linux also scans 0xe0000..0xfffff)
 //! ```
 //!
-//! Layout in guest memory (reserved in the e820 map): the RSDP at [`RSDP_ADDR`]
-//! (0xe0000), then the DSDT, FADT, MADT and XSDT, 16-byte aligned, below [`TABLES_END`].
+//! Layout in guest memory (reserved in the e820 map): the RSDP at [`ACPI_START`], then
+//! the DSDT, FADT, MADT and XSDT, 16-byte aligned, below [`HIMEM_START`].
 //!
-//! Power-off: Linux writes `SLP_TYP << 2 | SLP_EN` (SLP_EN = bit 5, SLP_TYP = 5 from
-//! `\_S5`) = 0x34 to the one-byte sleep control register at I/O port
-//! `sleep_control_port`; it first writes WAK_STS (0x80) to the sleep status register at
-//! `sleep_control_port + 1`.
+//! Power-off: Linux writes `SLP_TYP << 2 | SLP_EN` (SLP_EN = bit 5, SLP_TYP from `\_S5`,
+//! [`crate::boot::layout::ACPI_S5_SLEEP_TYPE`]) to the one-byte sleep control register
+//! at I/O port `sleep_control_port`; it first writes WAK_STS (0x80) to the sleep status
+//! register at `sleep_control_port + 1`.
 
-pub mod aml;
-pub mod dsdt;
-pub mod fadt;
-pub mod madt;
-pub mod sdt;
+mod aml;
+mod dsdt;
+mod fadt;
+mod madt;
+mod sdt;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::boot::layout::{MmioSlot, ACPI_START, HIMEM_START, IRQ_MAX, MAX_CPUS};
 use dsdt::VirtioMmioDevice;
 
-/// Where the RSDP goes (inside the BIOS area Linux scans).
-pub const RSDP_ADDR: u64 = 0x000e_0000;
-/// First byte past the area the tables may use.
-pub const TABLES_END: u64 = 0x0010_0000;
 /// Where the tables after the RSDP start.
-const TABLES_START: u64 = RSDP_ADDR + 0x40;
-/// Number of I/O APIC inputs (KVM's in-kernel I/O APIC has 24 pins).
-pub const IOAPIC_PINS: u32 = 24;
-
-/// A virtio-mmio device window and its interrupt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MmioSlot {
-    /// Guest physical base of the register window.
-    pub base: u64,
-    /// Length of the window (0x1000).
-    pub len: u64,
-    /// GSI the device's irqfd is registered for.
-    pub gsi: u32,
-}
+const TABLES_START: u64 = ACPI_START + 0x40;
 
 /// What the tables describe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +58,9 @@ pub enum AcpiError {
     /// No vCPUs.
     #[error("the ACPI tables need at least one vCPU")]
     NoVcpus,
-    /// More vCPUs than xAPIC IDs (0xff is the broadcast ID).
-    #[error("{0} vCPUs do not fit xAPIC IDs (at most 254)")]
+    /// More vCPUs than xAPIC IDs leave room for (the I/O APIC takes the next ID, 0xff is
+    /// the broadcast ID).
+    #[error("{0} vCPUs do not fit xAPIC IDs (at most {MAX_CPUS})")]
     TooManyVcpus(u8),
     /// More virtio-mmio devices than AML device names VR00..VRFF.
     #[error("{0} virtio-mmio devices are too many for the DSDT (at most 256)")]
@@ -83,14 +74,11 @@ pub enum AcpiError {
         len: u64,
     },
     /// A GSI the I/O APIC does not have.
-    #[error("GSI {0} is beyond the I/O APIC's 24 inputs")]
+    #[error("GSI {0} is beyond the I/O APIC's last input, {IRQ_MAX}")]
     GsiOutOfRange(u32),
     /// The sleep control port is the last port, so the status port cannot follow it.
     #[error("sleep control port {0:#x} leaves no room for the status port after it")]
     BadSleepPort(u16),
-    /// AML encoding failed.
-    #[error("cannot encode the DSDT: {0}")]
-    Aml(#[from] aml::AmlError),
     /// The tables do not fit below 1 MiB.
     #[error("the ACPI tables need {needed:#x} bytes, more than the {available:#x} bytes reserved for them")]
     TooLarge {
@@ -121,7 +109,7 @@ pub fn build_tables(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
     if cfg.vcpus == 0 {
         return Err(AcpiError::NoVcpus);
     }
-    if cfg.vcpus == u8::MAX {
+    if cfg.vcpus > MAX_CPUS {
         return Err(AcpiError::TooManyVcpus(cfg.vcpus));
     }
     if cfg.virtio_mmio.len() > 256 {
@@ -143,7 +131,7 @@ pub fn build_tables(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
             if s.len == 0 || end > 1 << 32 {
                 return Err(window);
             }
-            if s.gsi >= IOAPIC_PINS {
+            if s.gsi > IRQ_MAX {
                 return Err(AcpiError::GsiOutOfRange(s.gsi));
             }
             Ok(VirtioMmioDevice {
@@ -162,20 +150,20 @@ pub fn build_tables(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
         addr
     };
     let mut placed = Vec::new();
-    let dsdt_addr = place(dsdt::dsdt(&virtio)?, &mut placed);
+    let dsdt_addr = place(dsdt::dsdt(&virtio), &mut placed);
     let fadt_addr = place(
         fadt::fadt(dsdt_addr, cfg.sleep_control_port, sleep_status_port),
         &mut placed,
     );
     let madt_addr = place(madt::madt(cfg.vcpus), &mut placed);
     let xsdt_addr = place(sdt::xsdt(&[fadt_addr, madt_addr]), &mut placed);
-    if next > TABLES_END {
+    if next > HIMEM_START {
         return Err(AcpiError::TooLarge {
-            needed: next - RSDP_ADDR,
-            available: TABLES_END - RSDP_ADDR,
+            needed: next - ACPI_START,
+            available: HIMEM_START - ACPI_START,
         });
     }
-    placed.insert(0, (GuestAddress(RSDP_ADDR), sdt::rsdp(xsdt_addr).to_vec()));
+    placed.insert(0, (GuestAddress(ACPI_START), sdt::rsdp(xsdt_addr)));
     Ok(AcpiTables { placed })
 }
 
@@ -189,7 +177,7 @@ pub fn write_tables(mem: &GuestMemoryMmap, cfg: &AcpiConfig) -> Result<GuestAddr
                 len: bytes.len(),
             })?;
     }
-    Ok(GuestAddress(RSDP_ADDR))
+    Ok(GuestAddress(ACPI_START))
 }
 
 #[cfg(test)]

@@ -1,7 +1,14 @@
-//! Table checks: checksums, pointers, MADT entries, and the DSDT parsed back.
+//! Table checks: checksums, pointers, MADT entries, the DSDT parsed back, the MADT and the
+//! MP table compared, and ACPICA's disassembly of the tables after the RSDP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use super::fadt::tests::{
+    DSDT_OFFSET, FLAGS_OFFSET, IAPC_BOOT_ARCH_OFFSET, MINOR_VERSION_OFFSET, SLEEP_CONTROL_OFFSET,
+    SLEEP_STATUS_OFFSET, X_DSDT_OFFSET,
+};
 use super::*;
+use crate::boot::layout::{EBDA_START, PIT_GSI};
+use crate::boot::mptable::mptable_bytes;
 use vm_memory::GuestMemoryMmap;
 
 fn cfg(vcpus: u8, slots: usize) -> AcpiConfig {
@@ -62,13 +69,9 @@ fn walk(mem: &GuestMemoryMmap, rsdp_addr: GuestAddress) -> (Vec<u8>, Vec<u8>, Ve
     assert_eq!(xsdt.len(), 36 + 16);
     let fadt = table(mem, u64_at(&xsdt, 36), b"FACP");
     let madt = table(mem, u64_at(&xsdt, 44), b"APIC");
-    let x_dsdt = u64_at(&fadt, fadt::X_DSDT_OFFSET);
-    assert_eq!(u64::from(u32_at(&fadt, 40)), x_dsdt);
+    let x_dsdt = u64_at(&fadt, X_DSDT_OFFSET);
+    assert_eq!(u64::from(u32_at(&fadt, DSDT_OFFSET)), x_dsdt);
     let dsdt = table(mem, x_dsdt, b"DSDT");
-    for t in [&xsdt, &fadt, &madt, &dsdt] {
-        // Everything inside the reserved area.
-        let _ = t;
-    }
     (fadt, madt, dsdt)
 }
 
@@ -78,9 +81,14 @@ fn tables_are_linked_checksummed_and_inside_the_reserved_area() {
     let rsdp = write_tables(&mem, &cfg(2, 2)).unwrap();
     assert_eq!(rsdp, GuestAddress(0xe_0000));
     walk(&mem, rsdp);
-    for (addr, bytes) in build_tables(&cfg(2, 2)).unwrap().placed {
-        assert!(addr.0 >= RSDP_ADDR && addr.0 + bytes.len() as u64 <= TABLES_END);
+    let placed = build_tables(&cfg(2, 2)).unwrap().placed;
+    assert_eq!(placed[0].1.len(), 36, "RSDP, ACPI 2.0 form");
+    for (addr, bytes) in placed {
+        assert!(addr.0 >= ACPI_START && addr.0 + bytes.len() as u64 <= HIMEM_START);
         assert_eq!(addr.0 % 16, 0);
+        if addr.0 != ACPI_START {
+            assert_eq!(u32_at(&bytes, 4) as usize, bytes.len(), "header length");
+        }
     }
 }
 
@@ -91,14 +99,14 @@ fn fadt_is_hardware_reduced_with_sleep_registers_on_io_ports() {
     let (fadt, _, _) = walk(&mem, rsdp);
     assert_eq!(fadt.len(), 276);
     assert_eq!(fadt[8], 6, "FADT revision");
-    assert_eq!(fadt[131], 5, "FADT minor revision");
+    assert_eq!(fadt[MINOR_VERSION_OFFSET], 5, "FADT minor revision");
     assert_ne!(
-        u32_at(&fadt, fadt::FLAGS_OFFSET) & (1 << 20),
+        u32_at(&fadt, FLAGS_OFFSET) & (1 << 20),
         0,
         "HW_REDUCED_ACPI"
     );
     let boot_arch = u16::from_le_bytes(
-        fadt[fadt::IAPC_BOOT_ARCH_OFFSET..fadt::IAPC_BOOT_ARCH_OFFSET + 2]
+        fadt[IAPC_BOOT_ARCH_OFFSET..IAPC_BOOT_ARCH_OFFSET + 2]
             .try_into()
             .unwrap(),
     );
@@ -107,8 +115,8 @@ fn fadt_is_hardware_reduced_with_sleep_registers_on_io_ports() {
         0,
         "IAPC_BOOT_ARCH: CMOS RTC Not Present"
     );
-    let ctl = &fadt[fadt::SLEEP_CONTROL_OFFSET..fadt::SLEEP_CONTROL_OFFSET + 12];
-    let sts = &fadt[fadt::SLEEP_STATUS_OFFSET..fadt::SLEEP_STATUS_OFFSET + 12];
+    let ctl = &fadt[SLEEP_CONTROL_OFFSET..SLEEP_CONTROL_OFFSET + 12];
+    let sts = &fadt[SLEEP_STATUS_OFFSET..SLEEP_STATUS_OFFSET + 12];
     // System I/O, 8 bits wide, offset 0, byte access, port.
     assert_eq!(ctl[..4], [1, 8, 0, 1]);
     assert_eq!(u64_at(ctl, 4), 0x3c0);
@@ -135,7 +143,9 @@ fn madt_has_one_enabled_local_apic_per_vcpu_and_the_ioapic() {
         let mem = mem();
         let rsdp = write_tables(&mem, &cfg(vcpus, 1)).unwrap();
         let (_, madt, _) = walk(&mem, rsdp);
+        assert_eq!(madt[8], 5, "MADT revision");
         assert_eq!(u32_at(&madt, 36), 0xfee0_0000);
+        assert_eq!(u32_at(&madt, 40), 1, "PCAT_COMPAT");
         let entries = madt_entries(&madt);
         let lapics: Vec<_> = entries
             .iter()
@@ -153,13 +163,29 @@ fn madt_has_one_enabled_local_apic_per_vcpu_and_the_ioapic() {
             .collect();
         assert_eq!(ioapics.len(), 1);
         let io = &ioapics[0].1;
-        assert_eq!((io[2], u32_at(io, 4), u32_at(io, 8)), (0, 0xfec0_0000, 0));
+        assert_eq!(io.len(), 12);
+        assert_eq!(
+            (io[2], u32_at(io, 4), u32_at(io, 8)),
+            (vcpus, 0xfec0_0000, 0),
+            "I/O APIC ID after the vCPUs', address, GSI base"
+        );
         let iso: Vec<_> = entries
             .iter()
             .filter(|(k, _)| *k == madt::TYPE_INTERRUPT_OVERRIDE)
             .collect();
         assert_eq!(iso.len(), 1);
-        assert_eq!((iso[0].1[3], u32_at(&iso[0].1, 4)), (0, 2), "IRQ0 -> GSI2");
+        assert_eq!(
+            iso[0].1,
+            [2, 10, 0, 0, 2, 0, 0, 0, 0, 0],
+            "ISA IRQ 0 -> GSI 2, conforming"
+        );
+        let nmi: Vec<_> = entries
+            .iter()
+            .filter(|(k, _)| *k == madt::TYPE_LOCAL_APIC_NMI)
+            .collect();
+        assert_eq!(nmi.len(), 1);
+        assert_eq!(nmi[0].1, [4, 6, 0xff, 0, 0, 1], "LINT1 of all processors");
+        assert_eq!(entries.len(), usize::from(vcpus) + 3, "nothing else");
     }
 }
 
@@ -169,6 +195,8 @@ fn bad_configurations_are_refused_with_a_reason() {
     assert_eq!(build_tables(&c).err(), Some(AcpiError::NoVcpus));
     c.vcpus = 255;
     assert_eq!(build_tables(&c).err(), Some(AcpiError::TooManyVcpus(255)));
+    c.vcpus = MAX_CPUS;
+    assert!(build_tables(&c).is_ok());
     c = cfg(1, 1);
     c.virtio_mmio[0].base = 0xffff_f800;
     assert!(matches!(
@@ -211,62 +239,58 @@ fn bad_configurations_are_refused_with_a_reason() {
 
 // ---- known encodings -------------------------------------------------------------
 
+/// True when `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The byte sequences ASL compiles the DSDT's objects to (checked against iasl), found
+/// in the DSDT the crate encodes: they pin down the arguments the objects are built with.
 #[test]
-fn aml_encodings_match_the_specification() {
-    assert_eq!(aml::pkg_length(0).unwrap(), [1]);
-    assert_eq!(aml::pkg_length(62).unwrap(), [63]);
-    // 63 + 2 = 65 = 0x41: two bytes, low nibble 1, then 0x41 >> 4 = 4.
-    assert_eq!(aml::pkg_length(63).unwrap(), [0x41, 0x04]);
-    assert_eq!(aml::pkg_length(4093).unwrap(), [0x4f, 0xff]);
-    // 4094 + 3 = 4097 = 0x1001: low nibble 1, then 0x00, 0x01.
-    assert_eq!(aml::pkg_length(4094).unwrap(), [0x81, 0x00, 0x01]);
-    assert!(aml::pkg_length(1 << 28).is_err());
-    // ASL EisaId("PNP0501") compiles to DWord 0x0105D041.
+fn dsdt_objects_have_the_encodings_iasl_gives_them() {
+    let tables = build_tables(&cfg(1, 2)).unwrap();
+    let dsdt = &tables.placed[1].1;
+    assert_eq!(&dsdt[..4], b"DSDT");
+    assert_eq!(dsdt[8], 2, "DSDT revision 2: 64-bit integers");
+    for (what, bytes) in [
+        // Name(\_S5, Package(){5,0,0,0}): PkgLength 7 = itself + count + 0x0a 0x05 + three Zero.
+        ("\\_S5", &b"\x08\\_S5_\x12\x07\x04\x0a\x05\x00\x00\x00"[..]),
+        // Name(_HID, EisaId("PNP0501")): DWord 0x0105D041.
+        (
+            "COM1 _HID",
+            &[0x08, b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x05, 0x01],
+        ),
+        ("COM1 _UID 1", b"\x08_UID\x01"),
+        // IO(Decode16, 0x3f8, 0x3f8, 1, 8), IRQNoFlags(){4}, End Tag.
+        (
+            "COM1 _CRS",
+            &[
+                0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08, 0x22, 0x10, 0x00, 0x79, 0x00,
+            ],
+        ),
+        ("virtio _HID", b"\x08_HID\x0dLNRO0005\x00"),
+        ("VR01 _UID 1", b"\x08_UID\x01\x08_CRS"),
+        // Memory32Fixed(ReadWrite, 0xd0000000, 0x1000),
+        // Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) {5}, End Tag.
+        (
+            "VR00 _CRS",
+            &[
+                0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xd0, 0x00, 0x10, 0x00, 0x00, 0x89, 0x06,
+                0x00, 0x03, 0x01, 0x05, 0x00, 0x00, 0x00, 0x79, 0x00,
+            ],
+        ),
+    ] {
+        assert!(contains(dsdt, bytes), "{what}: {bytes:02x?} missing");
+    }
+    // Scope(\_SB) right after the header; COM1 and two devices need a two-byte PkgLength.
+    assert_eq!(dsdt[36], 0x10, "ScopeOp");
+    assert_eq!(dsdt[37] >> 6, 1, "two-byte PkgLength");
+    let scope_len = usize::from(dsdt[37] & 0xf) | usize::from(dsdt[38]) << 4;
     assert_eq!(
-        aml::eisa_id("PNP0501").unwrap(),
-        [0x0c, 0x41, 0xd0, 0x05, 0x01]
+        37 + scope_len + 14,
+        dsdt.len(),
+        "\\_SB, then Name(\\_S5, ...)"
     );
-    assert!(aml::eisa_id("pnp0501").is_err());
-    assert!(aml::eisa_id("PNP+501").is_err());
-    assert!(aml::eisa_id("PNP05").is_err());
-    assert_eq!(aml::integer(0), [0x00]);
-    assert_eq!(aml::integer(1), [0x01]);
-    assert_eq!(aml::integer(5), [0x0a, 5]);
-    assert_eq!(aml::integer(0x1234), [0x0b, 0x34, 0x12]);
-    assert_eq!(aml::integer(0xd000_0000), [0x0c, 0, 0, 0, 0xd0]);
-    assert_eq!(aml::integer(1 << 40), [0x0e, 0, 0, 0, 0, 0, 1, 0, 0]);
-    assert_eq!(aml::string("LNRO0005").unwrap(), b"\x0dLNRO0005\x00");
-    assert!(aml::string("a\0b").is_err());
-    assert_eq!(aml::name_string("\\_SB").unwrap(), b"\\_SB_");
-    assert!(aml::name_seg("1ABC").is_err());
-    assert!(aml::name_seg("ABCDE").is_err());
-    assert!(aml::name_seg("").is_err());
-    // Name(\_S5, Package(){5,0,0,0}): PkgLength 7 = itself + count + 0x0a 0x05 + three Zero.
-    let s5 = aml::package(&[
-        aml::integer(5),
-        aml::integer(0),
-        aml::integer(0),
-        aml::integer(0),
-    ])
-    .unwrap();
-    assert_eq!(
-        aml::name("\\_S5", &s5).unwrap(),
-        b"\x08\\_S5_\x12\x07\x04\x0a\x05\x00\x00\x00"
-    );
-    // Memory32Fixed(ReadWrite, 0xd0000000, 0x1000) and Interrupt(,Edge,ActiveHigh,Exclusive){5}
-    assert_eq!(
-        aml::memory32_fixed(0xd000_0000, 0x1000),
-        [0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xd0, 0x00, 0x10, 0x00, 0x00]
-    );
-    assert_eq!(
-        aml::interrupt_edge_high(5),
-        [0x89, 0x06, 0x00, 0x03, 0x01, 0x05, 0x00, 0x00, 0x00]
-    );
-    assert_eq!(
-        aml::io_port(0x3f8, 1, 8),
-        [0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]
-    );
-    assert_eq!(aml::irq_no_flags(4), [0x22, 0x10, 0x00]);
 }
 
 // ---- a minimal AML reader for the subset the DSDT uses --------------------------
@@ -489,10 +513,11 @@ fn dsdt_describes_every_virtio_slot_com1_and_s5() {
 
 #[test]
 fn dsdt_with_many_devices_uses_long_package_lengths() {
-    // 40 devices push the \_SB scope past 4 KiB: three-byte PkgLength.
+    // 100 devices (about 64 bytes each) push the \_SB scope past 4 KiB: three-byte
+    // PkgLength.
     let c = cfg(1, 19);
     let mut many = c.clone();
-    many.virtio_mmio = (0..40)
+    many.virtio_mmio = (0..100)
         .map(|i| MmioSlot {
             base: 0xd000_0000 + 0x1000 * i,
             len: 0x1000,
@@ -502,9 +527,19 @@ fn dsdt_with_many_devices_uses_long_package_lengths() {
     let tables = build_tables(&many).unwrap();
     let dsdt = &tables.placed[1].1;
     assert_eq!(&dsdt[..4], b"DSDT");
+    assert_eq!(dsdt[36], 0x10, "ScopeOp");
+    assert_eq!(dsdt[37] >> 6, 2, "three-byte PkgLength");
+    let scope_len =
+        usize::from(dsdt[37] & 0xf) | usize::from(dsdt[38]) << 4 | usize::from(dsdt[39]) << 12;
+    assert!(scope_len > 4096);
+    assert_eq!(
+        37 + scope_len + 14,
+        dsdt.len(),
+        "\\_SB, then Name(\\_S5, ...)"
+    );
     let ns = parse_dsdt(dsdt);
-    assert_eq!(ns.devices.len(), 41);
-    assert_eq!(ns.devices[40], "\\_SB_.VR27");
+    assert_eq!(ns.devices.len(), 101);
+    assert_eq!(ns.devices[100], "\\_SB_.VR63");
 }
 
 /// Cross-check with ACPICA's disassembler (Debian package acpica-tools, installed by
@@ -558,11 +593,98 @@ fn acpica_disassembles_the_tables_cleanly() {
         "CMOS RTC Not Present (V5) : 1",
         "Processor ID : 01",
         "Local Apic ID : 01",
+        "PC-AT Compatibility : 1",
+        "I/O Apic ID : 02",
         "Address : FEC00000",
+        "Subtable Type : 02 [Interrupt Source Override]",
+        "Interrupt : 00000002",
+        "Subtable Type : 04 [Local APIC NMI]",
+        "Interrupt Input LINT : 01",
         "Space ID : 01 [SystemIO]",
         "Address : 00000000000003C0",
         "Address : 00000000000003C1",
     ] {
         assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+}
+
+/// The MP table's entries as (type, bytes), walked by its length as Linux does.
+fn mp_entries(mp: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    assert_eq!(&mp[..4], b"_MP_");
+    let table = &mp[16..];
+    assert_eq!(&table[..4], b"PCMP");
+    let len = usize::from(u16::from_le_bytes([table[4], table[5]]));
+    let mut out = Vec::new();
+    let mut at = 44;
+    while at < len {
+        let size = if table[at] == 0 { 20 } else { 8 };
+        out.push((table[at], table[at..at + size].to_vec()));
+        at += size;
+    }
+    assert_eq!(at, len);
+    out
+}
+
+/// A guest that reads the MP table and one that reads the MADT must find the same
+/// interrupt controllers: the I/O APIC's ID and address, the local APICs, and where the
+/// PIT's IRQ 0 arrives.
+#[test]
+fn madt_and_mp_table_agree_on_the_io_apic_id_and_the_interrupt_controllers() {
+    for vcpus in [1u8, 2, 7, MAX_CPUS] {
+        let tables = build_tables(&cfg(vcpus, 1)).unwrap();
+        let madt = tables
+            .placed
+            .iter()
+            .map(|(_, t)| t)
+            .find(|t| t.starts_with(b"APIC"))
+            .unwrap();
+        let madt_entries = madt_entries(madt);
+        let madt_ioapics: Vec<(u8, u32)> = madt_entries
+            .iter()
+            .filter(|(k, _)| *k == madt::TYPE_IO_APIC)
+            .map(|(_, e)| (e[2], u32_at(e, 4)))
+            .collect();
+        let madt_lapics: Vec<u8> = madt_entries
+            .iter()
+            .filter(|(k, _)| *k == madt::TYPE_LOCAL_APIC)
+            .map(|(_, e)| e[3])
+            .collect();
+        let madt_pit_gsi = madt_entries
+            .iter()
+            .find(|(k, e)| *k == madt::TYPE_INTERRUPT_OVERRIDE && e[3] == 0)
+            .map(|(_, e)| u32_at(e, 4));
+
+        let mp = mptable_bytes(vcpus, EBDA_START).unwrap();
+        assert_eq!(u32_at(&mp, 16 + 36), u32_at(madt, 36), "local APIC address");
+        let mp_entries = mp_entries(&mp);
+        let mp_ioapics: Vec<(u8, u32)> = mp_entries
+            .iter()
+            .filter(|(k, _)| *k == 2)
+            .map(|(_, e)| (e[1], u32_at(e, 4)))
+            .collect();
+        let mp_lapics: Vec<u8> = mp_entries
+            .iter()
+            .filter(|(k, _)| *k == 0)
+            .map(|(_, e)| e[1])
+            .collect();
+        // The I/O interrupt entry for ISA IRQ 0 that is not the 8259 cascade (ExtINT).
+        let mp_pit_pin = mp_entries
+            .iter()
+            .find(|(k, e)| *k == 3 && e[1] == 0 && e[5] == 0)
+            .map(|(_, e)| u32::from(e[7]));
+
+        assert_eq!(madt_ioapics.len(), 1);
+        assert_eq!(
+            madt_ioapics, mp_ioapics,
+            "{vcpus} vCPUs: I/O APIC ID and address"
+        );
+        assert_eq!(madt_ioapics[0].0, vcpus, "the ID after the vCPUs'");
+        assert!(
+            !madt_lapics.contains(&madt_ioapics[0].0),
+            "unique among the APICs"
+        );
+        assert_eq!(madt_lapics, mp_lapics, "{vcpus} vCPUs: local APIC IDs");
+        assert_eq!(madt_pit_gsi, Some(PIT_GSI));
+        assert_eq!(mp_pit_pin, Some(PIT_GSI));
     }
 }

@@ -45,7 +45,9 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 /// Start of the extended BIOS data area: end of the first RAM range in the e820 map,
 /// home of the MP table.
 pub const EBDA_START: u64 = 0x9_fc00;
-/// Where the ACPI tables are written (inside the reserved range below 1 MiB).
+/// Where the ACPI tables are written (inside the reserved range below 1 MiB): the RSDP
+/// first, at this address (inside the BIOS area Linux scans for it), then the other
+/// tables up to [`HIMEM_START`].
 pub const ACPI_START: u64 = 0xe_0000;
 /// Start of high memory: the kernel is loaded here or above.
 pub const HIMEM_START: u64 = 0x10_0000;
@@ -59,18 +61,26 @@ pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// GSI of the first virtio-mmio device; slot `i` uses `VIRTIO_GSI_START + i`.
 pub const VIRTIO_GSI_START: u32 = 5;
-/// Highest GSI the in-kernel IOAPIC routes.
+/// Highest GSI the in-kernel IOAPIC routes (it has 24 pins, GSIs 0..=23).
 pub const IRQ_MAX: u32 = 23;
+/// GSI (IOAPIC pin) the PIT's ISA IRQ 0 arrives on, as KVM's in-kernel irqchip wires it;
+/// the MADT says so with an interrupt source override, the MP table with its own entry.
+pub const PIT_GSI: u32 = 2;
 /// Address of the IOAPIC.
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 /// Address of the local APICs.
 pub const APIC_START: u64 = 0xfee0_0000;
+/// Largest vCPU count: APIC IDs 0..=253 for the vCPUs and the next one for the IOAPIC
+/// (see [`ioapic_id`]; 0xff is the xAPIC broadcast ID).
+pub const MAX_CPUS: u8 = 254;
 /// KVM's identity-map page for real-mode emulation (one page, below the TSS).
 pub const KVM_IDENTITY_MAP_START: u64 = 0xfffb_c000;
 /// KVM's three-page TSS area.
 pub const KVM_TSS_START: u64 = 0xfffb_d000;
 /// I/O port of the serial console (COM1).
 pub const COM1_PORT: u64 = 0x3f8;
+/// Number of I/O ports of COM1 (a 16550's eight registers).
+pub const COM1_PORT_COUNT: u64 = 8;
 /// IRQ line of COM1.
 pub const COM1_IRQ: u32 = 4;
 /// I/O port of the debug-exit device: a byte written here ends the VM with that status.
@@ -85,3 +95,100 @@ pub const CMOS_RTC_PORT_COUNT: u64 = 2;
 pub const GUEST_REQUEST_PORT: u64 = 0x0e00;
 /// I/O port of the ACPI hardware-reduced sleep control register (described in the FADT).
 pub const ACPI_SLEEP_CONTROL_PORT: u64 = 0x3c0;
+/// SLP_TYP value of the S5 (soft-off) state: the DSDT's `\_S5` package announces it, the
+/// sleep control register powers off when it is written with SLP_EN.
+pub const ACPI_S5_SLEEP_TYPE: u8 = 5;
+
+/// APIC ID of the IOAPIC in a guest with `vcpus` vCPUs (APIC IDs `0..vcpus`): the first
+/// ID after the vCPUs', in the MP table and the MADT alike.
+///
+/// Why not 0 (KVM's IOAPIC ID register after reset, and what the MADT said before): the
+/// MP specification 1.4 puts local and I/O APICs on one APIC bus, one ID space (its
+/// default configurations, as Linux rebuilds them in `construct_default_ISA_mptable`,
+/// give the two CPUs IDs 0 and 1 and the I/O APIC ID 2), and 32-bit Linux on Intel CPUs
+/// without xAPIC renumbers an I/O APIC whose ID a CPU already has ("Every APIC in a
+/// system must have a unique ID", `io_apic_get_unique_id`). 64-bit Linux only needs the
+/// ID to be unique among I/O APICs (it reads the register only when another I/O APIC
+/// has the table's ID), and the ACPI specification asks nothing more; so the ID unique
+/// among all APICs satisfies every reader. [`MAX_CPUS`] keeps it below the
+/// broadcast ID 0xff.
+pub const fn ioapic_id(vcpus: u8) -> u8 {
+    vcpus
+}
+
+/// `addr` as the 32-bit value of a table field (MP table, MADT, DSDT) that holds an
+/// address below 4 GiB. Meant for `const` items, where an address at or above 4 GiB
+/// stops the build.
+pub const fn below_4g(addr: u64) -> u32 {
+    assert!(
+        addr <= u32::MAX as u64,
+        "the address does not fit a 32-bit field"
+    );
+    addr as u32
+}
+
+/// A virtio-mmio device slot: where its registers are and which interrupt it raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioSlot {
+    /// Base address of the 4 KiB register window.
+    pub base: u64,
+    /// Length of the window.
+    pub len: u64,
+    /// Interrupt line (GSI).
+    pub gsi: u32,
+}
+
+impl MmioSlot {
+    /// The slot of the `index`-th virtio-mmio device: [`VIRTIO_MMIO_SIZE`] bytes at
+    /// `VIRTIO_MMIO_START + index * VIRTIO_MMIO_SIZE`, GSI `VIRTIO_GSI_START + index`;
+    /// `None` past the last GSI ([`IRQ_MAX`]).
+    pub fn nth(index: usize) -> Option<Self> {
+        let gsi = VIRTIO_GSI_START.checked_add(u32::try_from(index).ok()?)?;
+        (gsi <= IRQ_MAX).then_some(MmioSlot {
+            base: VIRTIO_MMIO_START + index as u64 * VIRTIO_MMIO_SIZE,
+            len: VIRTIO_MMIO_SIZE,
+            gsi,
+        })
+    }
+
+    /// Linux's command-line announcement of a virtio-mmio device in this slot.
+    pub fn cmdline_arg(&self) -> String {
+        format!(
+            "virtio_mmio.device={}K@{:#x}:{}",
+            self.len / 1024,
+            self.base,
+            self.gsi
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn mmio_slots_follow_the_layout() {
+        let s = MmioSlot::nth(0).unwrap();
+        assert_eq!((s.base, s.len, s.gsi), (0xd000_0000, 0x1000, 5));
+        assert_eq!(s.cmdline_arg(), "virtio_mmio.device=4K@0xd0000000:5");
+        assert_eq!(
+            MmioSlot::nth(2).unwrap().cmdline_arg(),
+            "virtio_mmio.device=4K@0xd0002000:7"
+        );
+        assert_eq!(MmioSlot::nth(18).unwrap().gsi, 23);
+        assert_eq!(MmioSlot::nth(19), None);
+    }
+
+    #[test]
+    fn the_ioapic_id_is_unique_and_below_broadcast_for_every_cpu_count() {
+        for vcpus in 1..=MAX_CPUS {
+            let id = ioapic_id(vcpus);
+            assert!(id >= vcpus, "{vcpus} vCPUs: IOAPIC ID {id} is a vCPU's");
+            assert!(
+                id < 0xff,
+                "{vcpus} vCPUs: IOAPIC ID {id} is the broadcast ID"
+            );
+        }
+    }
+}

@@ -8,12 +8,10 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
-use super::layout::{APIC_START, EBDA_START, IOAPIC_START};
+use super::layout::{
+    below_4g, ioapic_id, APIC_START, EBDA_START, IOAPIC_START, IRQ_MAX, MAX_CPUS, PIT_GSI,
+};
 use crate::memory::GuestMemoryMmap;
-
-/// Largest vCPU count: APIC IDs 0..=253 for the vCPUs and the next one for the IOAPIC
-/// (0xff is the xAPIC broadcast ID).
-pub const MAX_CPUS: u8 = 254;
 
 const SPEC_REV: u8 = 4;
 const APIC_VERSION: u8 = 0x14;
@@ -32,8 +30,18 @@ const ENTRY_LOCAL_INTERRUPT: u8 = 4;
 const INT_VECTORED: u8 = 0;
 const INT_NMI: u8 = 1;
 const INT_EXTINT: u8 = 3;
-/// ISA interrupts routed through the IOAPIC (pins 1..=23, pin 2 being the PIT's).
-const ISA_IRQS: u8 = 24;
+/// The tables' 32-bit fields for the APIC addresses and the one-byte IOAPIC pin numbers
+/// (checked when compiling).
+const APIC_ADDR: u32 = below_4g(APIC_START);
+const IOAPIC_ADDR: u32 = below_4g(IOAPIC_START);
+const IOAPIC_LAST_PIN: u8 = {
+    assert!(IRQ_MAX <= u8::MAX as u32);
+    IRQ_MAX as u8
+};
+const PIT_PIN: u8 = {
+    assert!(PIT_GSI <= IRQ_MAX);
+    PIT_GSI as u8
+};
 
 /// Errors while building the MP table.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +54,12 @@ pub enum MpTableError {
     Write(#[from] GuestMemoryError),
 }
 
+/// The byte that makes `bytes` and itself sum to zero (MP specification 4.1 and 4.2):
+/// the rule ACPI tables follow too, so the ACPI crate's implementation serves both.
 fn checksum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |sum, b| sum.wrapping_sub(*b))
+    let mut sum = acpi_tables::Checksum::default();
+    sum.append(bytes);
+    sum.value()
 }
 
 /// The floating pointer followed by the configuration table, as placed at `base`.
@@ -55,7 +67,7 @@ pub fn mptable_bytes(num_cpus: u8, base: u64) -> Result<Vec<u8>, MpTableError> {
     if num_cpus == 0 || num_cpus > MAX_CPUS {
         return Err(MpTableError::CpuCount(num_cpus));
     }
-    let ioapic_id = num_cpus;
+    let ioapic_id = ioapic_id(num_cpus);
     let mut entries: Vec<u8> = Vec::new();
     let mut count: u16 = 0;
     for cpu in 0..num_cpus {
@@ -70,17 +82,17 @@ pub fn mptable_bytes(num_cpus: u8, base: u64) -> Result<Vec<u8>, MpTableError> {
     entries.extend_from_slice(b"ISA   ");
     count += 1;
     entries.extend_from_slice(&[ENTRY_IOAPIC, ioapic_id, IOAPIC_VERSION, 1]);
-    entries.extend_from_slice(&(IOAPIC_START as u32).to_le_bytes());
+    entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
     count += 1;
     let mut io_interrupt = |kind: u8, src_irq: u8, pin: u8| {
         entries.extend_from_slice(&[ENTRY_IO_INTERRUPT, kind, 0, 0, 0, src_irq, ioapic_id, pin]);
         count += 1;
     };
-    // The 8259 cascade on pin 0, the PIT (ISA IRQ 0) on pin 2 as KVM wires it, then
-    // every other ISA IRQ on its own pin.
+    // The 8259 cascade on pin 0, the PIT (ISA IRQ 0) on its pin as KVM wires it, then
+    // every other interrupt on its own pin, up to the IOAPIC's last.
     io_interrupt(INT_EXTINT, 0, 0);
-    io_interrupt(INT_VECTORED, 0, 2);
-    for irq in (1..ISA_IRQS).filter(|&irq| irq != 2) {
+    io_interrupt(INT_VECTORED, 0, PIT_PIN);
+    for irq in (1..=IOAPIC_LAST_PIN).filter(|&irq| irq != PIT_PIN) {
         io_interrupt(INT_VECTORED, irq, irq);
     }
     for (kind, lint) in [(INT_EXTINT, 0u8), (INT_NMI, 1)] {
@@ -99,7 +111,7 @@ pub fn mptable_bytes(num_cpus: u8, base: u64) -> Result<Vec<u8>, MpTableError> {
     table.extend_from_slice(&[0; 4]); // OEM table pointer
     table.extend_from_slice(&[0; 2]); // OEM table size
     table.extend_from_slice(&count.to_le_bytes());
-    table.extend_from_slice(&(APIC_START as u32).to_le_bytes());
+    table.extend_from_slice(&APIC_ADDR.to_le_bytes());
     table.extend_from_slice(&[0; 4]); // extended table length, checksum, reserved
     table.extend_from_slice(&entries);
     table[7] = checksum(&table);

@@ -50,7 +50,7 @@ use super::mptable::{write_mptable, MpTableError};
 use super::paging::write_identity_tables_with_c_bit;
 use super::zero_page::{build_boot_params, write_boot_params, BootInfo, ZeroPageError};
 use crate::acpi;
-use crate::boot::layout::ACPI_SLEEP_CONTROL_PORT;
+use crate::boot::layout::{MmioSlot, ACPI_SLEEP_CONTROL_PORT};
 use crate::memory::{create_guest_memory, low_ram_end, GuestMemoryMmap, MemoryError, MemorySize};
 
 /// SEV_FEATURES of every vCPU: SNP active, nothing else (Linux refuses features it does
@@ -281,7 +281,7 @@ pub(crate) fn write_platform_tables(
         virtio_mmio: inputs
             .devices
             .iter()
-            .map(|d| acpi::MmioSlot {
+            .map(|d| MmioSlot {
                 base: d.base,
                 len: d.len,
                 gsi: d.gsi,

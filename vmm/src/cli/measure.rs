@@ -521,11 +521,11 @@ pub fn measure_cloister(
     let vcpus = guest.vcpus.unwrap_or(1);
     let vcpus = u8::try_from(vcpus)
         .ok()
-        .filter(|n| (1..=crate::boot::mptable::MAX_CPUS).contains(n))
+        .filter(|n| (1..=crate::boot::layout::MAX_CPUS).contains(n))
         .ok_or_else(|| {
             MeasureError::Cloister(format!(
                 "--vcpus {vcpus} is out of range: give 1 to {}",
-                crate::boot::mptable::MAX_CPUS
+                crate::boot::layout::MAX_CPUS
             ))
         })?;
     let memory: crate::memory::MemorySize = cloister

@@ -11,6 +11,7 @@
 
 use super::bus::BusDevice;
 use super::exit::ExitHandle;
+use crate::boot::layout::ACPI_S5_SLEEP_TYPE;
 
 /// The debug-exit port: write a byte, exit with it.
 pub struct DebugExit {
@@ -153,8 +154,6 @@ const SLP_EN: u8 = 1 << 5;
 /// SLP_TYP, bits 2..=4.
 const SLP_TYP_SHIFT: u8 = 2;
 const SLP_TYP_MASK: u8 = 0x7;
-/// The SLP_TYP value this platform assigns to S5 (the DSDT's `_S5_` package says 5).
-pub const SLP_TYP_S5: u8 = 5;
 
 /// The ACPI hardware-reduced sleep control register (offset 0) and sleep status
 /// register (offset 1).
@@ -177,7 +176,7 @@ impl BusDevice for AcpiSleepControl {
     fn write(&mut self, offset: u64, data: &[u8]) {
         if let (0, [value]) = (offset, data) {
             let sleep_type = (value >> SLP_TYP_SHIFT) & SLP_TYP_MASK;
-            if value & SLP_EN != 0 && sleep_type == SLP_TYP_S5 {
+            if value & SLP_EN != 0 && sleep_type == ACPI_S5_SLEEP_TYPE {
                 log::info!("guest entered ACPI S5: powering off");
                 self.exit.request(0);
             } else {
