@@ -219,6 +219,7 @@ pub struct Vmm {
     launch: LaunchSummary,
     seccomp: bool,
     seccomp_violation: Option<crate::seccomp::ThreadKind>,
+    device_workers: Vec<DeviceWorker>,
 }
 
 /// What was launched: the platform, the measurement `cloister measure` predicts for this
@@ -557,7 +558,7 @@ pub fn build_with_id_block(
         vmgexit_ports = Some(ports);
     }
 
-    attach_virtio_disks(vm, &mem, &mut mmio, &config.disks, &slots)?;
+    let device_workers = attach_virtio_disks(vm, &mem, &mut mmio, &config.disks, &slots)?;
 
     register_kick_handler()
         .map_err(|e| host("installing the vCPU kick signal handler")(e.into()))?;
@@ -652,6 +653,7 @@ pub fn build_with_id_block(
         launch,
         seccomp: config.seccomp,
         seccomp_violation: config.seccomp_violation,
+        device_workers,
     })
 }
 
@@ -739,20 +741,43 @@ fn open_snp_host(
     Ok(Arc::new(host))
 }
 
-/// Puts one virtio-blk device per disk on the MMIO bus, each with its own slot and an
-/// irqfd on its GSI.
+/// A device served on its own thread: it waits on `notify` (the queue notifications,
+/// through a KVM ioeventfd or the transport) and serves the device's queues.
+struct DeviceWorker {
+    name: String,
+    device: Arc<Mutex<dyn virtio::NotifiedDevice>>,
+    notify: Arc<EventFd>,
+}
+
+/// Puts one virtio-blk device per disk on the MMIO bus, each with its own slot, an irqfd
+/// on its GSI and an ioeventfd on its QueueNotify register; returns the workers that serve
+/// them off the vCPU threads.
 fn attach_virtio_disks(
     vm: &Vm,
     mem: &GuestMemoryMmap,
     mmio: &mut Bus,
     disks: &[DiskSpec],
     slots: &[MmioSlot],
-) -> Result<(), BuildError> {
-    for (disk, slot) in disks.iter().zip(slots) {
+) -> Result<Vec<DeviceWorker>, BuildError> {
+    let mut workers = Vec::with_capacity(disks.len());
+    for (index, (disk, slot)) in disks.iter().zip(slots).enumerate() {
         let slot = *slot;
         let irq = EventFd::new(EFD_NONBLOCK).map_err(host("creating a disk interrupt event"))?;
         vm.register_irqfd(&irq, slot.gsi)?;
-        let device = virtio::new_block_device(disk, mem.clone(), Arc::new(irq))?;
+        // Blocking: the device thread sleeps in read() until a notification.
+        let notify = Arc::new(EventFd::new(0).map_err(host("creating a disk notify event"))?);
+        let notify_at = slot.base + virtio::mmio::reg::QUEUE_NOTIFY;
+        if let Err(e) = vm.register_mmio_ioevent(&notify, notify_at) {
+            // The transport then signals the same eventfd on the MMIO exit.
+            log::debug!("disk {index}: no ioeventfd ({e}); notifications exit to the monitor");
+        }
+        let (device, worker) =
+            virtio::new_threaded_block_device(disk, mem.clone(), Arc::new(irq), notify.clone())?;
+        workers.push(DeviceWorker {
+            name: format!("virtio-blk{index}"),
+            device: worker,
+            notify,
+        });
         mmio.insert(device, slot.base, slot.len)
             .map_err(|source| BuildError::Bus {
                 what: "a virtio-blk device",
@@ -770,7 +795,69 @@ fn attach_virtio_disks(
             slot.gsi
         );
     }
-    Ok(())
+    Ok(workers)
+}
+
+/// A running device thread and the eventfd that wakes it.
+type DeviceThread = (Arc<EventFd>, JoinHandle<()>);
+
+/// Starts one thread per device worker. Each installs the device seccomp filter, then
+/// serves its device whenever its eventfd is signalled, until `stop` is set (and the
+/// eventfd written once more to wake it).
+fn spawn_device_threads(
+    workers: Vec<DeviceWorker>,
+    stop: &Arc<AtomicBool>,
+    seccomp: bool,
+) -> Result<Vec<DeviceThread>, BuildError> {
+    let mut threads = Vec::with_capacity(workers.len());
+    for worker in workers {
+        let stop = stop.clone();
+        let notify = worker.notify.clone();
+        let name = worker.name.clone();
+        let handle = std::thread::Builder::new()
+            .name(worker.name.clone())
+            .spawn(move || {
+                if seccomp {
+                    if let Err(e) = crate::seccomp::install(ThreadKind::Device) {
+                        log::error!("{name}: {e}; the device stops serving");
+                        return;
+                    }
+                }
+                loop {
+                    match worker.notify.read() {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            log::error!("{name}: waiting for notifications: {e}");
+                            return;
+                        }
+                    }
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    worker
+                        .device
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .serve_notified();
+                }
+            })
+            .map_err(host("starting a device thread"))?;
+        threads.push((notify, handle));
+    }
+    Ok(threads)
+}
+
+/// Stops the device threads: sets `stop` (already set by the caller), wakes each, joins.
+fn stop_device_threads(threads: Vec<DeviceThread>) {
+    for (notify, handle) in threads {
+        if let Err(e) = notify.write(1) {
+            log::debug!("waking a device thread: {e}");
+        }
+        if handle.join().is_err() {
+            log::error!("a device thread panicked");
+        }
+    }
 }
 
 impl Vmm {
@@ -798,12 +885,15 @@ impl Vmm {
             launch: _launch,
             seccomp,
             seccomp_violation,
+            device_workers,
         } = self;
         if !seccomp {
             log::warn!("seccomp filters are off (--seccomp off): for debugging only");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(host("creating the vCPU event"))?);
+        // Device threads first: they exist before the main thread's filter, like the vCPUs.
+        let device_threads = spawn_device_threads(device_workers, &stop, seccomp)?;
         let (tx, rx) = mpsc::channel::<(u8, Result<VcpuStop, VcpuError>)>();
         let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
         for mut vcpu in vcpus {
@@ -832,6 +922,7 @@ impl Vmm {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
                     stop_vcpus(&stop, threads);
+                    stop_device_threads(device_threads);
                     return Err(host("starting a vCPU thread")(e));
                 }
             }
@@ -842,6 +933,7 @@ impl Vmm {
         if seccomp {
             if let Err(e) = crate::seccomp::install(ThreadKind::Vmm) {
                 stop_vcpus(&stop, threads);
+                stop_device_threads(device_threads);
                 return Err(BuildError::Platform(e.to_string()));
             }
             if seccomp_violation == Some(ThreadKind::Vmm) {
@@ -860,6 +952,7 @@ impl Vmm {
         });
         drop(terminal);
         stop_vcpus(&stop, threads);
+        stop_device_threads(device_threads);
         let end = end.map_err(host("running the event loop"))?;
 
         if let Some(code) = exit.requested() {

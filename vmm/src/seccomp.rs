@@ -23,8 +23,12 @@ pub enum ThreadKind {
     /// exit and vCPU-ended events), kicking and joining vCPU threads, the final report.
     Vmm,
     /// A vCPU thread: KVM_RUN and the device emulation its exits reach (serial output,
-    /// virtio-blk I/O, the simulated VMGEXIT, page conversions on SNP).
+    /// virtio register accesses, the simulated VMGEXIT, page conversions on SNP). No disk
+    /// I/O: queue notifications go to the device threads.
     Vcpu,
+    /// A device thread: waits on its notification eventfd, serves its virtio queues (disk
+    /// reads, writes, flushes), raises the interrupt through an eventfd.
+    Device,
 }
 
 /// Why a filter could not be built or installed.
@@ -105,7 +109,11 @@ fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
                 .map(ioctl_rule)
                 .collect::<Result<_, _>>()?,
             );
-            // virtio-blk requests on the disk files.
+            // The simulated PSP draws fresh randomness (report IDs).
+            map.insert(libc::SYS_getrandom, Vec::new());
+        }
+        ThreadKind::Device => {
+            // virtio-blk requests on the disk files; no ioctl at all.
             for nr in [
                 libc::SYS_pread64,
                 libc::SYS_pwrite64,
@@ -117,8 +125,6 @@ fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
             ] {
                 map.insert(nr, Vec::new());
             }
-            // The simulated PSP draws fresh randomness (report IDs).
-            map.insert(libc::SYS_getrandom, Vec::new());
         }
         ThreadKind::Vmm => {
             map.insert(
@@ -184,14 +190,19 @@ mod tests {
 
     #[test]
     fn both_filters_compile_and_keep_their_lists_apart() {
-        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu] {
+        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu, ThreadKind::Device] {
             assert!(!filter(kind).unwrap().is_empty());
         }
         let vcpu = rules(ThreadKind::Vcpu).unwrap();
         let vmm = rules(ThreadKind::Vmm).unwrap();
-        // Disk I/O only on vCPU threads; the event loop only on the main thread.
-        assert!(vcpu.contains_key(&libc::SYS_pwrite64));
+        let device = rules(ThreadKind::Device).unwrap();
+        // Disk I/O only on device threads; the event loop only on the main thread; KVM
+        // and terminal ioctls not on device threads.
+        assert!(device.contains_key(&libc::SYS_pwrite64));
+        assert!(!vcpu.contains_key(&libc::SYS_pwrite64));
+        assert!(!vcpu.contains_key(&libc::SYS_fdatasync));
         assert!(!vmm.contains_key(&libc::SYS_pwrite64));
+        assert!(!device.contains_key(&libc::SYS_ioctl));
         assert!(vmm.contains_key(&libc::SYS_epoll_wait));
         assert!(!vcpu.contains_key(&libc::SYS_epoll_wait));
         // Nothing opens files, creates processes or sockets once the VM runs.

@@ -147,6 +147,18 @@ impl Vm {
             .map_err(kvm_err("KVM_IRQFD"))
     }
 
+    /// `KVM_IOEVENTFD`: a guest write to the MMIO address `addr` signals `event` inside KVM,
+    /// without an exit to the monitor.
+    pub fn register_mmio_ioevent(&self, event: &EventFd, addr: u64) -> Result<(), VmError> {
+        self.fd
+            .register_ioevent(
+                event,
+                &kvm_ioctls::IoEventAddress::Mmio(addr),
+                kvm_ioctls::NoDatamatch,
+            )
+            .map_err(kvm_err("KVM_IOEVENTFD"))
+    }
+
     /// The VM file descriptor.
     pub fn fd(&self) -> &VmFd {
         &self.fd

@@ -69,9 +69,56 @@ pub struct MmioTransport<D: VirtioDevice, M: GuestMemory> {
     device_status: u32,
     interrupt_status: u32,
     guest_errors: GuestErrorLog,
+    /// Where a QueueNotify write goes when the device works on its own thread (the
+    /// vCPU then only signals it); `None`: the notification is served in place.
+    notifier: Option<Arc<dyn QueueNotifier>>,
+    /// Queues notified and not yet served (bit per queue), for the device thread.
+    pending: u64,
+}
+
+/// Hands a queue notification to whoever serves the device (its thread's eventfd).
+pub trait QueueNotifier: Send + Sync {
+    /// Queue `index` has new buffers.
+    fn notify(&self, index: u32) -> std::io::Result<()>;
+}
+
+impl QueueNotifier for vmm_sys_util::eventfd::EventFd {
+    fn notify(&self, _index: u32) -> std::io::Result<()> {
+        self.write(1)
+    }
+}
+
+/// What a device thread drives: the queues notified since it last looked.
+pub trait NotifiedDevice: Send {
+    /// Serves every queue with pending notifications (and, after a notification that
+    /// bypassed the transport through a KVM ioeventfd, every ready queue).
+    fn serve_notified(&mut self);
+}
+
+impl<D: VirtioDevice + Send, M: GuestMemory + Send> NotifiedDevice for MmioTransport<D, M> {
+    fn serve_notified(&mut self) {
+        // An ioeventfd notification never reached `write`: serve every queue then.
+        let pending = if self.pending == 0 {
+            u64::MAX
+        } else {
+            self.pending
+        };
+        self.pending = 0;
+        for index in 0..self.queues.len().min(64) {
+            if pending & (1 << index) != 0 {
+                self.serve(index as u32);
+            }
+        }
+    }
 }
 
 impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
+    /// Hands QueueNotify writes to `notifier` instead of serving them on the writing
+    /// (vCPU) thread; the device's own thread then calls [`NotifiedDevice::serve_notified`].
+    pub fn set_notifier(&mut self, notifier: Arc<dyn QueueNotifier>) {
+        self.notifier = Some(notifier);
+    }
+
     /// Puts `device` behind a transport that reaches the guest's memory through `mem` and
     /// raises its interrupt through `irq`.
     pub fn new(device: D, mem: M, irq: Arc<dyn IrqTrigger>) -> Self {
@@ -92,6 +139,8 @@ impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
             device_status: 0,
             interrupt_status: 0,
             guest_errors: GuestErrorLog::default(),
+            notifier: None,
+            pending: 0,
         }
     }
 
@@ -228,6 +277,21 @@ impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
     }
 
     fn notify(&mut self, index: u32) {
+        match &self.notifier {
+            Some(notifier) => {
+                if index < 64 {
+                    self.pending |= 1 << index;
+                }
+                if let Err(e) = notifier.notify(index) {
+                    log::error!("virtio-mmio: cannot signal the device thread: {e}");
+                }
+            }
+            None => self.serve(index),
+        }
+    }
+
+    /// Serves queue `index` (on whichever thread serves the device).
+    fn serve(&mut self, index: u32) {
         let driver_ok = self.device_status & status::DRIVER_OK != 0;
         if !driver_ok || self.is_broken() {
             log::debug!(

@@ -46,7 +46,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::devices::bus::SharedDevice;
 
 pub use block::Block;
-pub use mmio::MmioTransport;
+pub use mmio::{MmioTransport, NotifiedDevice, QueueNotifier};
 pub use queue::{ChainError, Descriptor, QueueError, RingFeatures, SplitQueue};
 
 /// Size of the MMIO window of one virtio-mmio device (registers + config space).
@@ -227,6 +227,23 @@ pub fn new_block_device<M: GuestMemory + Send + 'static>(
 ) -> Result<SharedDevice, VirtioError> {
     let block = Block::open(cfg)?;
     Ok(Arc::new(Mutex::new(MmioTransport::new(block, mem, irq))))
+}
+
+/// The same device for a device thread: QueueNotify writes go to `notifier` (an eventfd
+/// the thread waits on, also registered as a KVM ioeventfd) and the thread serves the
+/// queues through the returned [`NotifiedDevice`] handle, so no vCPU thread does the
+/// device's I/O.
+pub fn new_threaded_block_device<M: GuestMemory + Send + 'static>(
+    cfg: &DiskConfig,
+    mem: M,
+    irq: Arc<dyn IrqTrigger>,
+    notifier: Arc<dyn QueueNotifier>,
+) -> Result<(SharedDevice, Arc<Mutex<dyn NotifiedDevice>>), VirtioError> {
+    let block = Block::open(cfg)?;
+    let mut transport = MmioTransport::new(block, mem, irq);
+    transport.set_notifier(notifier);
+    let device = Arc::new(Mutex::new(transport));
+    Ok((device.clone(), device))
 }
 
 #[cfg(test)]
