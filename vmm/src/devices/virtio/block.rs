@@ -320,6 +320,12 @@ impl<B: DiskBackend> Block<B> {
                 check_direction(data, false, "write")?;
                 let offset = self.check_range(sector, data)?;
                 self.write_from(data, offset, mem)?;
+                // Without a negotiated FLUSH the driver cannot ask for durability, so the
+                // device is write-through (spec 5.2.6.2: "the device MUST ... as if
+                // VIRTIO_BLK_F_FLUSH were not offered: writethrough").
+                if self.acked_features & VIRTIO_BLK_F_FLUSH == 0 {
+                    self.backend.flush()?;
+                }
                 Ok(VIRTIO_BLK_S_OK)
             }
             VIRTIO_BLK_T_FLUSH => {

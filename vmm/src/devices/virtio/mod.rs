@@ -189,7 +189,7 @@ pub trait VirtioDevice: Send {
 /// rest at debug level, so a hostile guest cannot flood the monitor's log.
 #[derive(Debug)]
 pub struct GuestErrorLog {
-    left: u32,
+    pub(crate) left: u32,
 }
 
 impl Default for GuestErrorLog {

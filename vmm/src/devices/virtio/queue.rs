@@ -318,8 +318,8 @@ impl SplitQueue {
         self.indirect_desc = false;
     }
 
-    /// The driver wrote 0 to QueueReady: the device stops using the queue. Its indices are
-    /// kept for when the driver makes it ready again.
+    /// The driver wrote 0 to QueueReady: the device stops using the queue. When the driver
+    /// makes it ready again it starts over from the rings then configured (indices 0).
     pub fn disable(&mut self) {
         self.queue.set_ready(false);
     }
@@ -375,6 +375,10 @@ impl SplitQueue {
             .and_then(|()| q.try_set_used_ring_address(GuestAddress(used_ring)));
         // Checked above already; the crate's refusal is reported all the same.
         set.map_err(ring_error("configuring the queue"))?;
+        // A queue made ready (again) starts from its rings' beginnings: indices kept from
+        // an earlier activation would point into rings the driver may have replaced.
+        q.set_next_avail(0);
+        q.set_next_used(0);
         q.set_event_idx(features.event_idx);
         q.set_ready(true);
         self.indirect_desc = features.indirect_desc;

@@ -370,7 +370,13 @@ fn a_notification_is_served_by_the_device_thread_not_the_writer() {
     d.header(HDR, VIRTIO_BLK_T_IN, 3);
     let head = d.next_desc;
     d.write_desc(head, HDR, 16, R | VIRTQ_DESC_F_NEXT, (head + 1) % QSIZE);
-    d.write_desc((head + 1) % QSIZE, DATA, 512, W | VIRTQ_DESC_F_NEXT, (head + 2) % QSIZE);
+    d.write_desc(
+        (head + 1) % QSIZE,
+        DATA,
+        512,
+        W | VIRTQ_DESC_F_NEXT,
+        (head + 2) % QSIZE,
+    );
     d.write_desc((head + 2) % QSIZE, STATUS, 1, W, 0);
     d.publish(head);
     d.dev.serve_notified();
@@ -559,6 +565,117 @@ fn avail_index_jump_marks_the_device_broken_until_reset() {
     d.header(HDR, VIRTIO_BLK_T_IN, 0);
     d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
     assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+}
+
+/// A guest that breaks its queue, resets the device and breaks it again, in a loop, used
+/// to get one ERROR line per round (the guard was DEVICE_NEEDS_RESET, which the reset
+/// clears). The device's warning budget now spans resets.
+#[test]
+fn a_break_and_reset_loop_cannot_flood_the_log() {
+    let mut d = mem_driver(false);
+    for round in 0..1000u32 {
+        d.mem.write_obj(QSIZE + 1, GuestAddress(AVAIL + 2)).unwrap();
+        d.wr(reg::QUEUE_NOTIFY, 0);
+        assert!(d.dev.is_broken(), "round {round}");
+        d.wr(reg::STATUS, 0);
+        d.mem.write_obj(0u16, GuestAddress(AVAIL + 2)).unwrap();
+        d.avail_idx = 0;
+        d.next_desc = 0;
+        d.activate();
+    }
+    assert_eq!(d.dev.guest_warnings_left(), 0);
+    // The device still works after it all.
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+}
+
+/// DRIVER_OK without FEATURES_OK (spec 3.1.1 skipped) serves no request.
+#[test]
+fn no_request_is_served_before_features_ok() {
+    let mut d = Driver::new(Block::with_backend(
+        MemDisk {
+            bytes: pattern(),
+            flushes: 0,
+        },
+        (SECTORS * 512) as u64,
+        false,
+        *b"cloister-test-disk-1",
+    ));
+    d.wr(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    d.setup_queue(DESC, AVAIL, USED);
+    d.wr(
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::DRIVER_OK,
+    );
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.used_idx(), 0);
+}
+
+/// A queue disabled and made ready again on new rings starts at their index 0, not at
+/// the indices it had reached on the old ones.
+#[test]
+fn a_reenabled_queue_starts_from_its_new_rings() {
+    let mut d = mem_driver(false);
+    for sector in 0..3 {
+        d.header(HDR, VIRTIO_BLK_T_IN, sector);
+        d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    }
+    assert_eq!(d.used_idx(), 3);
+    // New rings 64 KiB further on, all zero: their indices start at 0.
+    const SHIFT: u64 = 0x1_0000;
+    d.wr(reg::QUEUE_SEL, 0);
+    d.wr(reg::QUEUE_READY, 0);
+    d.setup_queue(DESC + SHIFT, AVAIL + SHIFT, USED + SHIFT);
+    let at = |base: u64| GuestAddress(base + SHIFT);
+    let write_desc = |i: u16, addr: u64, len: u32, flags: u16, next: u16| {
+        let a = at(DESC + 16 * u64::from(i));
+        d.mem.write_obj(addr, a).unwrap();
+        d.mem.write_obj(len, a.unchecked_add(8)).unwrap();
+        d.mem.write_obj(flags, a.unchecked_add(12)).unwrap();
+        d.mem.write_obj(next, a.unchecked_add(14)).unwrap();
+    };
+    d.header(HDR, VIRTIO_BLK_T_IN, 4);
+    write_desc(0, HDR, 16, R | VIRTQ_DESC_F_NEXT, 1);
+    write_desc(1, DATA, 512, W | VIRTQ_DESC_F_NEXT, 2);
+    write_desc(2, STATUS, 1, W, 0);
+    d.mem.write_obj(0u16, at(AVAIL + 4)).unwrap();
+    d.mem.write_obj(1u16, at(AVAIL + 2)).unwrap();
+    d.wr(reg::QUEUE_NOTIFY, 0);
+    let used: u16 = d.mem.read_obj(at(USED + 2)).unwrap();
+    assert_eq!(used, 1, "the request on the new rings was not served");
+    assert_eq!(d.bytes(DATA, 512), pattern()[4 * 512..5 * 512]);
+}
+
+/// Without a negotiated FLUSH the disk is write-through: every write is flushed; with it,
+/// only FLUSH requests flush.
+#[test]
+fn writes_are_write_through_without_negotiated_flush() {
+    let mut d = Driver::new(Block::with_backend(
+        MemDisk {
+            bytes: pattern(),
+            flushes: 0,
+        },
+        (SECTORS * 512) as u64,
+        false,
+        *b"cloister-test-disk-1",
+    ));
+    d.wr(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    d.wr(reg::DRIVER_FEATURES_SEL, 1);
+    d.wr(reg::DRIVER_FEATURES, 1); // VERSION_1 only: no FLUSH
+    let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+    d.wr(reg::STATUS, s);
+    d.setup_queue(DESC, AVAIL, USED);
+    d.wr(reg::STATUS, s | status::DRIVER_OK);
+    d.header(HDR, VIRTIO_BLK_T_OUT, 1);
+    d.submit(&[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)]);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert_eq!(d.dev.device().backend().flushes, 1);
+    let mut d = mem_driver(false); // FLUSH negotiated
+    d.header(HDR, VIRTIO_BLK_T_OUT, 1);
+    d.submit(&[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)]);
+    assert_eq!(d.dev.device().backend().flushes, 0);
 }
 
 #[test]
