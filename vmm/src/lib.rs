@@ -10,6 +10,7 @@ pub mod config;
 pub mod cpuid;
 pub mod devices;
 pub mod event_loop;
+pub mod jail;
 pub mod memory;
 pub mod seccomp;
 pub mod snp;

@@ -6,13 +6,21 @@
 //! triple-faults or hits an emulation failure) exit with status 1 and a message on
 //! stderr; clap's usage errors exit with 2; a SIGINT/SIGTERM/SIGHUP exits with
 //! 128 + the signal number.
+//!
+//! With `--jail DIR --uid U --gid G` (as root) the monitor first jails itself
+//! ([`crate::jail`]): the VM is built and run in a child, in new namespaces, with DIR as
+//! its root, cgroup limits and no privilege; the parent waits and exits with the child's
+//! status (a child killed by signal N: 128 + N).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::builder::{build_with_id_block, IdBlockFiles, LaunchSummary, VmExit};
+use crate::builder::{
+    build_with_id_block, describe_launch, BuildError, IdBlockFiles, LaunchSummary, VmExit,
+};
 use crate::config::Platform;
 use crate::config::{VmConfig, VmRequest, DEFAULT_MEMORY};
+use crate::jail::{self, JailOptions, Jailed, LimitRequest};
 
 /// Exit status for the monitor's own failures.
 pub const EXIT_VMM_ERROR: u8 = 1;
@@ -98,6 +106,39 @@ pub struct RunArgs {
     /// call (the process must die of SIGSYS).
     #[arg(long, value_name = "vcpu|vmm", hide = true)]
     pub seccomp_violation: Option<String>,
+    /// `--jail` and its flags.
+    #[command(flatten)]
+    pub jail: Box<JailArgs>,
+}
+
+/// The jail flags of `cloister run` (boxed in [`RunArgs`]: they are rarely given).
+#[derive(Debug, clap::Args)]
+pub struct JailArgs {
+    /// Jail the monitor (needs root): new mount, PID, IPC, UTS and network namespaces, a
+    /// root mounted on DIR holding only the VM's files, cgroup limits, then --uid/--gid
+    /// with no capabilities.
+    #[arg(long, value_name = "DIR", requires_all = ["uid", "gid"])]
+    pub jail: Option<PathBuf>,
+    /// The jailed monitor's user id (numeric, not 0).
+    #[arg(long, value_name = "UID", requires = "jail")]
+    pub uid: Option<u32>,
+    /// The jailed monitor's group id (numeric, not 0).
+    #[arg(long, value_name = "GID", requires = "jail")]
+    pub gid: Option<u32>,
+    /// The jail's memory limit, guest RAM included (default: guest memory + 128 MiB +
+    /// 1/64 of guest memory + twice the kernel and initrd sizes).
+    #[arg(long, value_name = "SIZE", requires = "jail")]
+    pub jail_memory: Option<String>,
+    /// The jail's CPU limit in CPUs, e.g. 1.5 (default: --cpus + 1).
+    #[arg(long, value_name = "CPUS", requires = "jail")]
+    pub jail_cpus: Option<String>,
+    /// The jail's limit on tasks, threads included (default: --cpus + 9).
+    #[arg(long, value_name = "N", requires = "jail")]
+    pub jail_pids: Option<u64>,
+    /// Test hook: once jailed, try to open PATH and print (on stderr) the result, the
+    /// capability sets and the cgroup limits, then go on.
+    #[arg(long, value_name = "PATH", hide = true, requires = "jail")]
+    pub jail_probe: Option<PathBuf>,
 }
 
 /// Runs `cloister run`.
@@ -122,14 +163,14 @@ pub fn main(args: RunArgs) -> ExitCode {
         seccomp: Some(args.seccomp),
         seccomp_violation: args.seccomp_violation,
     };
-    let config = match VmConfig::new(&request) {
+    let mut config = match VmConfig::new(&request) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("cloister run: {e}");
             return ExitCode::from(EXIT_VMM_ERROR);
         }
     };
-    let id_block = match (args.id_block, args.id_auth) {
+    let mut id_block = match (args.id_block, args.id_auth) {
         (Some(id_block), Some(id_auth)) => Some(IdBlockFiles {
             id_block,
             id_auth,
@@ -137,14 +178,53 @@ pub fn main(args: RunArgs) -> ExitCode {
         }),
         _ => None,
     };
+    // The simulation root as the user named it (the jail renames it).
+    let sim_root = config.sim_root.clone();
+    let mut jail_paths = None;
+    let jail_args = *args.jail;
+    if let (Some(dir), Some(uid), Some(gid)) = (jail_args.jail, jail_args.uid, jail_args.gid) {
+        if let Err(e) = check_policy_before_jail(&config) {
+            eprintln!("cloister run: {e}");
+            return ExitCode::from(EXIT_VMM_ERROR);
+        }
+        let options = JailOptions {
+            dir,
+            uid,
+            gid,
+            limits: LimitRequest {
+                memory: jail_args.jail_memory,
+                cpus: jail_args.jail_cpus,
+                pids: jail_args.jail_pids,
+            },
+            probe: jail_args.jail_probe,
+        };
+        match jail::enter(&options, &config, id_block.as_ref()) {
+            Ok(Jailed::Parent(status)) => return ExitCode::from(status),
+            Ok(Jailed::Child(jailed)) => {
+                for line in &jailed.probe {
+                    eprintln!("{line}");
+                }
+                jail_paths = Some(jailed.layout.path_map());
+                config = jailed.layout.config;
+                id_block = jailed.layout.id_block;
+            }
+            Err(e) => {
+                eprintln!("cloister run: --jail: {e}");
+                return ExitCode::from(EXIT_VMM_ERROR);
+            }
+        }
+    }
     let vmm = match build_with_id_block(&config, &config.kvm_device, id_block.as_ref()) {
         Ok(vmm) => vmm,
         Err(e) => {
             eprintln!("cloister run: {e}");
+            if let Some(paths) = jail_paths {
+                eprintln!("cloister run: (in the jail: {paths})");
+            }
             return ExitCode::from(EXIT_VMM_ERROR);
         }
     };
-    announce_launch(&config, vmm.launch());
+    announce_launch(&sim_root, vmm.launch());
     match vmm.run() {
         Ok(VmExit::Guest(code)) => {
             log::info!("guest ended the VM with status {code}");
@@ -169,9 +249,32 @@ pub fn main(args: RunArgs) -> ExitCode {
     }
 }
 
+/// The tenant policy's launch check, made before jailing with the host's SMT state (the
+/// jail has no /sys, so the builder's own check inside it sees SMT as unknown): a launch
+/// the policy forbids is refused exactly as without the jail.
+fn check_policy_before_jail(config: &VmConfig) -> Result<(), BuildError> {
+    let Some((policy, path)) = &config.policy else {
+        return Ok(());
+    };
+    policy
+        .check_launch(&describe_launch(
+            config.platform,
+            config.vcpus,
+            config.disks.iter().map(|d| d.path.display().to_string()),
+            std::fs::read_to_string("/sys/devices/system/cpu/smt/active")
+                .ok()
+                .map(|s| s.trim() == "1"),
+        ))
+        .map(drop)
+        .map_err(|refusal| BuildError::Policy {
+            path: path.clone(),
+            refusal,
+        })
+}
+
 /// Tells the user, on stderr, what kind of launch this is and (on `sim`) how to check the
-/// report the guest prints.
-fn announce_launch(config: &VmConfig, launch: &LaunchSummary) {
+/// report the guest prints (with the simulation root at `sim_root`, the host's path).
+fn announce_launch(sim_root: &Path, launch: &LaunchSummary) {
     let predicted = hex::encode(launch.predicted);
     match launch.platform {
         Platform::None => {}
@@ -187,7 +290,7 @@ fn announce_launch(config: &VmConfig, launch: &LaunchSummary) {
                  cloister run: launch measurement {measured} ({agree}; `cloister measure --layout cloister --platform sim` predicts it)\n\
                  cloister run: the guest's report (line CLOISTER-REPORT on its console) verifies with:\n\
                  cloister run:   cloister verify --report CONSOLE_LOG --certs {}/certs --trust-sim-root",
-                config.sim_root.display()
+                sim_root.display()
             );
         }
         Platform::Snp => eprintln!("cloister run: SEV-SNP launch measurement {predicted}"),
