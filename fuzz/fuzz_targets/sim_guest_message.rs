@@ -1,105 +1,78 @@
 //! The simulated secure processor's guest-message handler (SNP_GUEST_REQUEST), as a guest
-//! reaches it through the doorbell: structure-aware inputs build real AES-256-GCM messages
-//! under the guest's VMPCKs (so the fuzzer gets past the tag check into header, sequence
-//! number and MSG_REPORT_REQ handling and report signing), mixed with raw pages and
-//! mutated ciphertext. Invariants: no panic; a refused message leaves the response page
-//! untouched and the sequence counter where it was; an answered one advances it by two.
+//! reaches it through the doorbell.
+//!
+//! Input: `[policy low byte][message]...` (at most 8 messages). A message is
+//! `[kind][key][seqno delta][header: 8 bytes][flip: u16][payload: u16-prefixed]`: an even
+//! `kind` seals the payload with VMPCK[`key` % 4] under the header (so the fuzzer gets past
+//! the tag check into header, sequence number and MSG_REPORT_REQ handling and report
+//! signing); `flip` (when not 0) flips one bit of the sealed page; an odd `kind` sends the
+//! payload bytes as the page. Seeds: the test guest's own requests (MSG_REPORT_REQ,
+//! version 1, VMPCK 0, sequence numbers 1, 3, ...), and the same with other keys, VMPLs and
+//! KEY_SELs.
+//!
+//! Asserted: no panic; a refused message leaves the response page untouched and the
+//! sequence counter where it was; an answered one advances it by two, and its response
+//! opens under the VMPCK the request named, with the right header; a report in it
+//! carries the request's REPORT_DATA and VMPL, the launch digest and policy, and passes
+//! every check of `cloister verify` under the simulation root.
 #![no_main]
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
-
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
-use arbitrary::Arbitrary;
 use cloister_attestation::launch::digest::PageType;
-use cloister_attestation::sim::{SimPsp, SimRoot};
+use cloister_attestation::sim::SimPsp;
+use cloister_fuzz::guest_msg::{self, Header};
+use cloister_fuzz::input::{Reader, Writer};
+use cloister_fuzz::{fixtures, Seeds};
 use libfuzzer_sys::fuzz_target;
 
-fn root() -> Arc<SimRoot> {
-    static ROOT: OnceLock<Arc<SimRoot>> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sim-root");
-        Arc::new(SimRoot::load_or_create(&dir).expect("simulation root"))
-    })
-    .clone()
+struct Message<'a> {
+    sealed: bool,
+    key: u8,
+    seqno_delta: i8,
+    header: Header,
+    flip: u16,
+    payload: &'a [u8],
 }
 
-#[derive(Debug, Arbitrary)]
-enum Message {
-    /// A well-formed message under VMPCK `key`, with fuzzed header fields and payload.
-    Sealed {
-        key: u8,
-        header_vmpck: u8,
-        seqno_delta: i8,
-        msg_type: u8,
-        msg_version: u8,
-        algo: u8,
-        payload: Vec<u8>,
-        flip: Option<u16>,
-    },
-    /// Any bytes at all.
-    Raw(Vec<u8>),
+fn read_message<'a>(r: &mut Reader<'a>) -> Message<'a> {
+    Message {
+        sealed: r.u8().is_multiple_of(2),
+        key: r.u8(),
+        seqno_delta: r.u8() as i8,
+        header: Header::read(r),
+        flip: r.u16(),
+        payload: r.blob(),
+    }
 }
 
-#[derive(Debug, Arbitrary)]
-struct Input {
-    policy_low: u16,
-    messages: Vec<Message>,
+fn write_message(w: &mut Writer, m: &Message) {
+    w.u8(u8::from(!m.sealed)).u8(m.key).u8(m.seqno_delta as u8);
+    m.header.write(w);
+    w.u16(m.flip).blob(m.payload);
 }
 
-fn seal(psp: &SimPsp, m: &Message) -> [u8; 4096] {
-    let mut page = [0u8; 4096];
-    match m {
-        Message::Raw(bytes) => {
-            let n = bytes.len().min(4096);
-            page[..n].copy_from_slice(&bytes[..n]);
-        }
-        Message::Sealed {
-            key,
-            header_vmpck,
-            seqno_delta,
-            msg_type,
-            msg_version,
-            algo,
-            payload,
-            flip,
-        } => {
-            let key = usize::from(key % 4);
-            let vmpck = usize::from(header_vmpck % 5);
-            let next = psp.next_seqno(vmpck.min(3)).unwrap_or(1);
-            let seqno = next.wrapping_add_signed(i64::from(*seqno_delta % 3));
-            let size = payload.len().min(4096 - 0x60);
-            page[0x20..0x28].copy_from_slice(&seqno.to_le_bytes());
-            page[0x30] = if algo % 8 == 0 { 0 } else { 1 };
-            page[0x31] = 1;
-            page[0x32..0x34].copy_from_slice(&0x60u16.to_le_bytes());
-            page[0x34] = if msg_type % 4 == 0 { *msg_type } else { 5 };
-            page[0x35] = if msg_version % 8 == 0 { *msg_version } else { 1 };
-            page[0x36..0x38].copy_from_slice(&(size as u16).to_le_bytes());
-            page[0x3c] = vmpck as u8;
-            page[0x60..0x60 + size].copy_from_slice(&payload[..size]);
-            let cipher = Aes256Gcm::new_from_slice(&psp.vmpcks()[key]).expect("32-byte key");
-            let mut iv = [0u8; 12];
-            iv[..8].copy_from_slice(&seqno.to_le_bytes());
-            let (head, body) = page.split_at_mut(0x60);
-            let aad = head[0x30..0x60].to_vec();
-            if let Ok(tag) =
-                cipher.encrypt_in_place_detached(Nonce::from_slice(&iv), &aad, &mut body[..size])
-            {
-                head[..16].copy_from_slice(&tag);
-            }
-            if let Some(at) = flip {
-                page[usize::from(*at) % 4096] ^= 1;
-            }
-        }
+fn page_of(psp: &SimPsp, m: &Message) -> [u8; 4096] {
+    if !m.sealed {
+        let mut page = [0u8; 4096];
+        let n = m.payload.len().min(4096);
+        page[..n].copy_from_slice(&m.payload[..n]);
+        return page;
+    }
+    let named = usize::from(m.header.vmpck).min(3);
+    let next = psp.next_seqno(named).unwrap_or(1);
+    let seqno = next.wrapping_add_signed(i64::from(m.seqno_delta));
+    let key = psp.vmpcks()[usize::from(m.key % 4)];
+    let mut page = guest_msg::seal(&key, seqno, &m.header, m.payload);
+    if m.flip != 0 {
+        let bit = usize::from(m.flip - 1) % (4096 * 8);
+        page[bit / 8] ^= 1 << (bit % 8);
     }
     page
 }
 
-fuzz_target!(|input: Input| {
-    let mut psp = SimPsp::new(root());
-    let policy = 0x3_0000 | u64::from(input.policy_low & 0xff);
+fuzz_target!(init: cloister_fuzz::init(seeds, warm_up), |data: &[u8]| {
+    let mut r = Reader::new(data);
+    let policy = 0x3_0000 | u64::from(r.u8());
+    let mut psp = SimPsp::new(fixtures::sim_root());
     if psp.launch_start(policy, [0; 16]).is_err() {
         return;
     }
@@ -108,24 +81,143 @@ fuzz_target!(|input: Input| {
     if psp.launch_finish(None, false, [0; 32]).is_err() {
         return;
     }
-    for m in input.messages.iter().take(8) {
-        let request = seal(&psp, m);
-        let vmpck = usize::from(request[0x3c]).min(3);
-        let before = psp.next_seqno(vmpck);
+    let mut verified_one = false;
+    for _ in 0..8 {
+        if r.is_empty() {
+            break;
+        }
+        let m = read_message(&mut r);
+        let request = page_of(&psp, &m);
+        let vmpck = request[0x3c];
+        let counter = usize::from(vmpck).min(3);
+        let before = psp.next_seqno(counter);
         let mut response = [0xa5u8; 4096];
         let status = psp.guest_request(&request, &mut response);
         if status.is_success() {
+            assert!(vmpck <= 3);
             assert_eq!(
-                psp.next_seqno(vmpck),
+                psp.next_seqno(counter),
                 before.map(|s| s + 2),
                 "an answered message advances the counter by two"
             );
+            let seqno = u64::from_le_bytes(request[0x20..0x28].try_into().expect("8 bytes"));
+            let key = psp.vmpcks()[counter];
+            if request[0x34] == guest_msg::MSG_REPORT_REQ && !verified_one {
+                verified_one = true;
+                let payload = guest_msg::open(&key, &request).expect("an answered request opens").payload;
+                guest_msg::check_report_response(
+                    &fixtures::sim_root(),
+                    &key,
+                    &response,
+                    vmpck,
+                    seqno,
+                    &payload,
+                    &psp.measurement(),
+                    policy,
+                );
+            } else {
+                assert!(guest_msg::open(&key, &response).is_some(), "a response opens");
+            }
         } else {
             assert!(
                 response.iter().all(|&b| b == 0xa5),
                 "a refused message leaves the response untouched"
             );
-            assert_eq!(psp.next_seqno(vmpck), before, "a refusal does not advance");
+            assert_eq!(psp.next_seqno(counter), before, "a refusal does not advance");
         }
     }
 });
+
+fn warm_up() {
+    let _ = fixtures::sim_root();
+}
+
+fn seeds(out: &mut Seeds) {
+    let guest = Header::default();
+    let report_data: [u8; 64] = core::array::from_fn(|i| i as u8);
+    let request = guest_msg::report_request(&report_data);
+    let message = |header: Header, key: u8, payload: &[u8]| -> Vec<u8> {
+        let mut w = Writer::new();
+        write_message(
+            &mut w,
+            &Message {
+                sealed: true,
+                key,
+                seqno_delta: 0,
+                header,
+                flip: 0,
+                payload,
+            },
+        );
+        w.finish()
+    };
+    // The test guest: one report request, then a second one (sequence numbers 1 and 3).
+    let one = message(guest, 0, &request);
+    out.add(
+        "test-guest-report",
+        &Writer::new().u8(0).bytes(&one).finish(),
+    );
+    out.add(
+        "test-guest-two-reports",
+        &Writer::new().u8(0).bytes(&one).bytes(&one).finish(),
+    );
+    // Other VMPCKs (VMPL at least the key index), KEY_SEL 1 and 2, a VLEK request.
+    for vmpck in 1..4u8 {
+        let mut req = request;
+        req[0x40] = vmpck;
+        let h = Header { vmpck, ..guest };
+        out.add(
+            &format!("vmpck{vmpck}"),
+            &Writer::new().u8(0).bytes(&message(h, vmpck, &req)).finish(),
+        );
+    }
+    for key_sel in 1..3u8 {
+        let mut req = request;
+        req[0x44] = key_sel;
+        out.add(
+            &format!("key-sel{key_sel}"),
+            &Writer::new().u8(0).bytes(&message(guest, 0, &req)).finish(),
+        );
+    }
+    // A message type the simulator does not implement, a replay, and a raw page.
+    let key_req = Header {
+        msg_type: 3,
+        ..guest
+    };
+    out.add(
+        "key-request",
+        &Writer::new()
+            .u8(0)
+            .bytes(&message(key_req, 0, &[0u8; 32]))
+            .finish(),
+    );
+    let mut replay = Writer::new();
+    replay.u8(0).bytes(&one);
+    write_message(
+        &mut replay,
+        &Message {
+            sealed: true,
+            key: 0,
+            seqno_delta: -2,
+            header: guest,
+            flip: 0,
+            payload: &request,
+        },
+    );
+    out.add("replay", &replay.finish());
+    let raw = guest_msg::seal(&[0; 32], 1, &guest, &request);
+    let mut w = Writer::new();
+    w.u8(0);
+    write_message(
+        &mut w,
+        &Message {
+            sealed: false,
+            key: 0,
+            seqno_delta: 0,
+            header: guest,
+            flip: 0,
+            payload: &raw,
+        },
+    );
+    out.add("raw-page", &w.finish());
+}

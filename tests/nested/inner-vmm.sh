@@ -38,7 +38,7 @@ case "$1" in
     # A host that changes the staged kernel, initrd or command line after the launch: the
     # verifier must refuse, and Linux must never run.
     exec cloister run --platform sim --sim-root /inner/sim-root --boot verifier \
-      --tamper-staging "${1#cloister-tamper-}" \
+      --tamper-staging "${1#cloister-tamper-}" --debug-exit \
       --kernel /inner/vmlinuz --initrd /inner/initrd.cpio.gz \
       --cmdline "$INNER_CMDLINE" --cpus "$INNER_CPUS" --memory "$INNER_MEM" \
       --disk path=/tmp/disk.img --serial stdio

@@ -117,10 +117,15 @@ fn a_full_disk_is_one_line_and_status_1() {
 #[test]
 fn run_with_a_broken_console_keeps_the_guest_and_its_status() {
     for (what, stdout) in [("closed pipe", closed_pipe()), ("full disk", dev_full())] {
-        let args: Vec<String> = ["run", "--cmdline", "console=ttyS0 cloister_test.exit=7"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "run",
+            "--debug-exit",
+            "--cmdline",
+            "console=ttyS0 cloister_test.exit=7",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let out = with_stdout(&args, stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");

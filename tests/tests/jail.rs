@@ -49,6 +49,7 @@ fn jailed(dir: &Path, args: &[&str]) -> Command {
     require_root_and_kvm();
     let mut cmd = Command::new(cloister());
     cmd.arg("run")
+        .arg("--debug-exit")
         .arg("--jail")
         .arg(dir)
         .args(["--uid", &NOBODY.to_string(), "--gid", &NOBODY.to_string()])
@@ -461,6 +462,7 @@ fn bad_jail_input_is_refused_naming_the_problem() {
     let mut as_root = Command::new(cloister());
     as_root
         .arg("run")
+        .arg("--debug-exit")
         .arg("--jail")
         .arg(jail.path())
         .args(["--uid", "0", "--gid", "65534"])
@@ -492,6 +494,7 @@ fn bad_jail_input_is_refused_naming_the_problem() {
     // --jail without --uid/--gid is a usage error.
     let out = Command::new(cloister())
         .arg("run")
+        .arg("--debug-exit")
         .arg("--jail")
         .arg(jail.path())
         .output()

@@ -15,6 +15,7 @@ use cloister_tests::{cloister, workspace_root};
 fn run(args: &[&str]) -> Output {
     Command::new(cloister())
         .arg("run")
+        .arg("--debug-exit")
         .args(args)
         .stdin(Stdio::null())
         .output()

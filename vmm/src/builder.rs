@@ -519,12 +519,15 @@ pub fn build_with_id_block(
     let bus_err = |what| move |source| BuildError::Bus { what, source };
     pio.insert(serial.clone(), COM1_PORT, COM1_PORT_COUNT)
         .map_err(bus_err("the serial console"))?;
-    pio.insert(
-        Arc::new(Mutex::new(DebugExit::new(exit.clone()))),
-        DEBUG_EXIT_PORT,
-        1,
-    )
-    .map_err(bus_err("the debug-exit port"))?;
+    // Only when asked for: otherwise a guest cannot choose the monitor's exit status.
+    if config.debug_exit {
+        pio.insert(
+            Arc::new(Mutex::new(DebugExit::new(exit.clone()))),
+            DEBUG_EXIT_PORT,
+            1,
+        )
+        .map_err(bus_err("the debug-exit port"))?;
+    }
     pio.insert(
         Arc::new(Mutex::new(I8042::new(exit.clone()))),
         I8042_PORT,
@@ -1064,6 +1067,7 @@ mod tests {
             // In-process VM: the seccomp filters would land on this test thread,
             // which the harness goes on using (files, threads).
             seccomp: Some("off".into()),
+            debug_exit: true,
             ..Default::default()
         })
         .unwrap()
@@ -1161,6 +1165,7 @@ mod tests {
             // In-process VM: the seccomp filters would land on this test thread,
             // which the harness goes on using (files, threads).
             seccomp: Some("off".into()),
+            debug_exit: true,
             ..Default::default()
         })
         .unwrap();

@@ -179,6 +179,8 @@ pub struct VmConfig {
     pub tamper_staging: Option<StagingPart>,
     /// Install the seccomp filters (`--seccomp on`, the default).
     pub seccomp: bool,
+    /// Put the debug-exit port (0xf4) on the bus (`--debug-exit`).
+    pub debug_exit: bool,
     /// Test hook: a forbidden system call from this thread kind once filtered.
     pub seccomp_violation: Option<crate::seccomp::ThreadKind>,
 }
@@ -254,6 +256,8 @@ pub struct VmRequest {
     pub tamper_staging: Option<String>,
     /// `--seccomp on|off` (default on).
     pub seccomp: Option<String>,
+    /// `--debug-exit`.
+    pub debug_exit: bool,
     /// `--seccomp-violation vcpu|vmm` (test hook).
     pub seccomp_violation: Option<String>,
 }
@@ -334,6 +338,7 @@ impl VmConfig {
                     )))
                 }
             },
+            debug_exit: req.debug_exit,
             seccomp_violation: match req.seccomp_violation.as_deref() {
                 None => None,
                 Some("vcpu") => Some(crate::seccomp::ThreadKind::Vcpu),

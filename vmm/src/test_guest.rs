@@ -222,6 +222,7 @@ mod tests {
             // In-process VM: the seccomp filters would land on this test thread,
             // which the harness goes on using (files, threads).
             seccomp: Some("off".into()),
+            debug_exit: true,
             ..Default::default()
         })
         .unwrap();

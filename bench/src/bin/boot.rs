@@ -339,6 +339,7 @@ fn bench() -> Result<(), String> {
         program: cloister.clone(),
         args: vec![
             "run".into(),
+            "--debug-exit".into(),
             "--kernel".into(),
             guest_path.clone(),
             "--memory".into(),

@@ -142,6 +142,7 @@ impl Scenario {
     fn args(&self, sim_root: &Path) -> Vec<String> {
         let mut args: Vec<String> = [
             "run",
+            "--debug-exit",
             "--platform",
             self.platform,
             "--cpus",

@@ -248,9 +248,20 @@ fn refuse(reason: u8, why: &str) -> ! {
     print(why.as_bytes());
     print(b"\n");
     outb(EXIT_PORT, EXIT_REFUSED);
+    // Without a debug-exit port: a triple fault, which the monitor reports as a failure
+    // (a halted vCPU would wait for an interrupt forever).
+    #[repr(C, packed)]
+    struct Idtr {
+        limit: u16,
+        base: u64,
+    }
+    let empty = Idtr { limit: 0, base: 0 };
     loop {
-        // SAFETY: stops this CPU.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+        // SAFETY: an empty IDT and #BP: the exception cannot be delivered, the VM shuts
+        // down; nothing returns.
+        unsafe {
+            asm!("lidt [{}]", "int3", in(reg) core::ptr::addr_of!(empty), options(nostack))
+        };
     }
 }
 

@@ -113,5 +113,5 @@ extern "C" fn guest_exception(vector: u64, frame: *const u64) -> ! {
     }
     crate::serial::write(b"\n");
     crate::io::outb(crate::EXIT_PORT, crate::FAILURE_EXIT_CODE);
-    crate::io::halt_forever()
+    crate::io::triple_fault()
 }

@@ -67,10 +67,23 @@ pub fn mmio_write32(addr: u64, value: u32) {
     unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
 }
 
-/// Stops this CPU for good.
-pub fn halt_forever() -> ! {
+/// Ends the VM as a failure when no debug-exit port took the exit code: an empty IDT and
+/// an exception make a triple fault, which every VMM reports (Cloister: its own failure
+/// status, 1). `hlt` would not do: with the in-kernel interrupt controller KVM keeps a
+/// halted vCPU waiting for an interrupt, and the VM would never end.
+pub fn triple_fault() -> ! {
+    #[repr(C, packed)]
+    struct Idtr {
+        limit: u16,
+        base: u64,
+    }
+    let empty = Idtr { limit: 0, base: 0 };
     loop {
-        // SAFETY: interrupts are off; `hlt` only stops the CPU.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+        // SAFETY: loads an empty IDT and raises #BP: the CPU cannot deliver it (nor the
+        // #GP and #DF that follow), which shuts the VM down; nothing returns.
+        unsafe {
+            asm!("lidt [{}]", "int3", in(reg) core::ptr::addr_of!(empty), options(nostack))
+        };
     }
 }
+

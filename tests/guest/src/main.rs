@@ -506,14 +506,21 @@ fn finish(report: &Report, exit: Option<u8>) -> ! {
             serial::write_dec(u64::from(code));
             serial::write(b"\n");
             io::outb(EXIT_PORT, code);
+            if code == 0 {
+                line(b"no debug-exit port: power off instead");
+                io::outb(SLEEP_CONTROL_PORT, SLEEP_S5);
+            } else {
+                line(b"no debug-exit port: ending with a triple fault instead");
+                io::triple_fault();
+            }
         }
         None => {
             line(b"power off");
             io::outb(SLEEP_CONTROL_PORT, SLEEP_S5);
         }
     }
-    line(b"FAIL the VMM did not stop the VM; halting");
-    io::halt_forever()
+    line(b"FAIL the VMM did not stop the VM; ending with a triple fault");
+    io::triple_fault()
 }
 
 #[panic_handler]
@@ -528,7 +535,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     serial::write(b"\n");
     io::outb(EXIT_PORT, FAILURE_EXIT_CODE);
-    io::halt_forever()
+    io::triple_fault()
 }
 
 /// The precompiled `core` refers to this symbol from its unwind tables; with

@@ -102,6 +102,13 @@ pub struct RunArgs {
     /// debugging only; a warning says so).
     #[arg(long, value_name = "on|off", default_value = "on")]
     pub seccomp: String,
+    /// Put an isa-debug-exit style port at 0xf4: a byte N written there ends the VM with
+    /// status N (tests). Off by default, so a guest cannot choose the monitor's status.
+    /// Codes 1, 2 and 125-255 would read as the monitor's own (1 error, 2 usage) or the
+    /// shell's (126/127, 128+N signal): they end the VM with status 125 and a line naming
+    /// the code.
+    #[arg(long)]
+    pub debug_exit: bool,
     /// Test hook: once its filter is installed, this thread kind makes a forbidden system
     /// call (the process must die of SIGSYS).
     #[arg(long, value_name = "vcpu|vmm", hide = true)]
@@ -161,6 +168,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         boot: Some(args.boot),
         tamper_staging: args.tamper_staging,
         seccomp: Some(args.seccomp),
+        debug_exit: args.debug_exit,
         seccomp_violation: args.seccomp_violation,
     };
     let mut config = match VmConfig::new(&request) {
@@ -228,7 +236,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     match vmm.run() {
         Ok(VmExit::Guest(code)) => {
             log::info!("guest ended the VM with status {code}");
-            ExitCode::from(code)
+            ExitCode::from(guest_status(code))
         }
         Ok(VmExit::VcpuFailed(e)) => {
             eprintln!("cloister run: the guest failed: {e}");
@@ -294,5 +302,42 @@ fn announce_launch(sim_root: &Path, launch: &LaunchSummary) {
             );
         }
         Platform::Snp => eprintln!("cloister run: SEV-SNP launch measurement {predicted}"),
+    }
+}
+
+/// The status a guest's debug-exit code `N` that collides with the monitor's or the
+/// shell's statuses is reported as.
+pub const GUEST_CODE_CLASH: u8 = 125;
+
+/// The process status for a guest's exit code: 0 and 3..=125 as they are; the codes that
+/// would read as the monitor's own (1 error, 2 usage) or the shell's (126, 127, 128+N
+/// signal) become [`GUEST_CODE_CLASH`], with a line saying which code the guest wrote.
+pub fn guest_status(code: u8) -> u8 {
+    match code {
+        0 | 3..=124 => code,
+        _ => {
+            eprintln!(
+                "cloister run: the guest wrote exit code {code} to the debug-exit port; \
+                 statuses 1, 2 and 125-255 belong to the monitor and the shell, so it ends \
+                 with {GUEST_CODE_CLASH}"
+            );
+            GUEST_CODE_CLASH
+        }
+    }
+}
+
+#[cfg(test)]
+mod guest_status_tests {
+    use super::{guest_status, GUEST_CODE_CLASH};
+
+    #[test]
+    fn guest_codes_stay_apart_from_the_monitors() {
+        assert_eq!(guest_status(0), 0);
+        assert_eq!(guest_status(3), 3);
+        assert_eq!(guest_status(97), 97);
+        assert_eq!(guest_status(124), 124);
+        for clash in [1, 2, 125, 126, 127, 128, 143, 255] {
+            assert_eq!(guest_status(clash), GUEST_CODE_CLASH, "{clash}");
+        }
     }
 }
