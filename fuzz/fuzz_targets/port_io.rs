@@ -1,6 +1,6 @@
-//! The legacy port-I/O devices on the port bus, as the builder wires them: the 16550
-//! serial console (COM1), the debug-exit port, the i8042 controller, the ACPI sleep
-//! control register and the CMOS RTC (`cloister_vmm::devices::*`).
+//! The legacy port-I/O devices on the port bus, as the builder wires them for
+//! `run --debug-exit`: the 16550 serial console (COM1), the debug-exit port, the i8042
+//! controller, the ACPI sleep control register and the CMOS RTC (`cloister_vmm::devices::*`).
 //!
 //! Input: `[clock: u64][operation]...` (at most 256 operations), an operation being
 //! `[kind][port select][port low][width][value: u32]`: a read or a write of width 1, 2 or
