@@ -9,7 +9,8 @@
 #
 #   usage: fuzz/campaign.sh SECONDS [TARGET...]     (default: every target)
 #
-#   FUZZ_JOBS_LOG=DIR   keep each target's libFuzzer log in DIR (default: a temporary dir)
+#   FUZZ_JOBS_LOG=DIR   where each target's libFuzzer log goes (default: fuzz/target/campaign-logs,
+#                       emptied at the start of each run)
 #   FUZZ_RESEED=1       regenerate the seeds even when the corpus has them
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,8 +23,9 @@ if [ "$#" -gt 0 ]; then
 else
   mapfile -t targets < <(fuzz_targets)
 fi
-logs="${FUZZ_JOBS_LOG:-$(mktemp -d)}"
+logs="${FUZZ_JOBS_LOG:-target/campaign-logs}"
 mkdir -p "$logs" artifacts
+rm -f "$logs"/*.log
 
 fuzz_build
 
@@ -82,5 +84,5 @@ done
 echo
 printf '%-20s %10s %6s %7s %12s %7s  %s\n' target execs cov ft corpus exec/s crashes
 printf '%s\n' "${rows[@]}"
-echo "(logs in $logs)"
+echo "(logs in fuzz/${logs#./})"
 exit "$failed"

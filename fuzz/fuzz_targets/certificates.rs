@@ -130,11 +130,7 @@ const FILE_NAMES: [&str; 7] = [
 /// name promises one), and no two different certificates share a role.
 fn check_file(bytes: &[u8], certs: &[Certificate], name: u8) {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("cloister-fuzz-certs-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&d);
-        d
-    });
+    let dir = DIR.get_or_init(|| cloister_fuzz::scratch_dir("certificates"));
     let name = FILE_NAMES[usize::from(name) % FILE_NAMES.len()];
     let path = dir.join(name);
     if std::fs::write(&path, bytes).is_err() {
@@ -260,7 +256,7 @@ fn seeds(out: &mut Seeds) {
         return;
     }
     let made = std::panic::catch_unwind(|| {
-        let parent = std::env::temp_dir().join("cloister-fuzz-seeds");
+        let parent = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/scratch");
         let pki = amd_pki::Pki::milan(&parent, "crl", &roots, &vector);
         let vcek_serial = amd_pki::serial_hex(&pki.dir, &pki.vcek);
         let crls = [

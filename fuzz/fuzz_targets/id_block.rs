@@ -107,7 +107,7 @@ fuzz_target!(init: cloister_fuzz::init(seeds, cloister_fuzz::no_warm_up), |data:
 });
 
 fn seeds(out: &mut Seeds) {
-    let dir = std::env::temp_dir().join(format!("cloister-fuzz-id-block-{}", std::process::id()));
+    let dir = cloister_fuzz::scratch_dir("id-block-seeds");
     if std::fs::create_dir_all(&dir).is_err() {
         return;
     }

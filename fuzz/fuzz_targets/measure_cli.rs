@@ -87,9 +87,7 @@ struct Files {
 fn files() -> &'static Files {
     static FILES: OnceLock<Files> = OnceLock::new();
     FILES.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("cloister-fuzz-measure-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
+        let dir = cloister_fuzz::scratch_dir("measure");
         let mut made: Vec<(&'static str, Vec<u8>)> = vec![
             ("bzImage", cloister_vmm::test_guest::BZIMAGE.to_vec()),
             ("guest.elf", cloister_vmm::test_guest::ELF.to_vec()),

@@ -114,5 +114,29 @@ pub fn differences(a: &[u8], b: &[u8]) -> Vec<usize> {
     out
 }
 
+/// A directory of this process's own for files a target needs on disk
+/// (`fuzz/target/scratch/<tag>-<pid>`). Directories that earlier processes left there are
+/// removed when their process is gone, so campaigns do not pile files up.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/scratch");
+    if let Ok(entries) = std::fs::read_dir(&parent) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(tag)
+                .and_then(|r| r.strip_prefix('-'))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+    let dir = parent.join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
 /// A warm-up that does nothing, for targets without fixtures.
 pub fn no_warm_up() {}
