@@ -69,7 +69,7 @@ impl<'a> Plan<'a> {
     fn launched_end(&self, addr: u64) -> Option<u64> {
         self.launched
             .iter()
-            .filter(|(s, e)| *s <= addr && addr < *e)
+            .filter(|(s, e)| s & !(PAGE_4K - 1) <= addr && addr < *e)
             .map(|(_, e)| {
                 e.checked_add(PAGE_4K - 1)
                     .map_or(u64::MAX, |v| v & !(PAGE_4K - 1))
@@ -208,5 +208,12 @@ mod tests {
             ram(u64::MAX - 0x1fff, 0x2000),
         ];
         assert_eq!(pages(&map, &[]), [0x2000, 0xffff_ffff_ffff_e000]);
+    }
+
+    /// A launched range that starts inside a page keeps that whole page out of the plan
+    /// (the fuzzer's reproducer: RAM 0..0x2000, launched 0x800..0x1000).
+    #[test]
+    fn an_unaligned_launched_start_excludes_its_page() {
+        assert_eq!(pages(&[ram(0, 0x2000)], &[(0x800, 0x1000)]), [0x1000]);
     }
 }

@@ -136,6 +136,17 @@ impl CertTable {
                 needed: self.pages(),
             };
         }
+        // The whole buffer must be RAM before anything is written ("nothing was written"
+        // must hold for a buffer that runs past the end of RAM).
+        let len = npages.saturating_mul(PAGE) as usize;
+        if !<GuestMemoryMmap as vm_memory::GuestMemory>::check_range(
+            mem,
+            GuestAddress(gpa),
+            len,
+            vm_memory::Permissions::Write,
+        ) {
+            return Delivery::BadBuffer;
+        }
         match mem.write_slice(&self.bytes, GuestAddress(gpa)) {
             Ok(()) => Delivery::Written,
             Err(_) => Delivery::BadBuffer,
@@ -225,6 +236,13 @@ mod tests {
         );
         assert_eq!(table.deliver(&mem, 0x10010, pages), Delivery::BadBuffer);
         assert_eq!(table.deliver(&mem, 2 << 20, pages), Delivery::BadBuffer);
+        // A buffer that starts in RAM and runs past its end: refused, nothing written
+        // (the fuzzer's reproducer wrote the part that fit).
+        let last = (1 << 20) - 0x1000;
+        assert_eq!(table.deliver(&mem, last, pages), Delivery::BadBuffer);
+        let mut untouched = [0u8; 16];
+        mem.read_slice(&mut untouched, GuestAddress(last)).unwrap();
+        assert_eq!(untouched, [0; 16]);
         assert_eq!(table.deliver(&mem, 0x10000, pages), Delivery::Written);
         let mut back = vec![0u8; table.bytes().len()];
         mem.read_slice(&mut back, GuestAddress(0x10000)).unwrap();
