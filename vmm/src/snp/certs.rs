@@ -136,9 +136,9 @@ impl CertTable {
                 needed: self.pages(),
             };
         }
-        // The whole buffer must be RAM before anything is written ("nothing was written"
-        // must hold for a buffer that runs past the end of RAM).
-        let len = npages.saturating_mul(PAGE) as usize;
+        // Where the table goes must be RAM before anything is written ("nothing was
+        // written" must hold for a buffer that runs past the end of RAM).
+        let len = self.bytes.len();
         if !<GuestMemoryMmap as vm_memory::GuestMemory>::check_range(
             mem,
             GuestAddress(gpa),
