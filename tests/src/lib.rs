@@ -59,3 +59,25 @@ pub fn cloister() -> &'static Path {
         bin
     })
 }
+
+/// The simulation root every `--platform sim` test shares (`target/test-sim-root`):
+/// RSA-4096 key generation is slow, so the first caller creates it once, serially, with
+/// a short launch of the built-in guest, before tests run guests in parallel.
+pub fn sim_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = workspace_root().join("target/test-sim-root");
+        let out = Command::new(cloister())
+            .args(["run", "--platform", "sim", "--serial", "off", "--sim-root"])
+            .arg(&dir)
+            .args(["--cmdline", "console=ttyS0 cloister_test.attest=off"])
+            .output()
+            .expect("cannot start cloister");
+        assert!(
+            out.status.success(),
+            "first sim launch: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}

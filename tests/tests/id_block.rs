@@ -10,34 +10,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use cloister_attestation::id_block::public_key_digest;
 use cloister_attestation::report::AttestationReport;
-use cloister_tests::{cloister, workspace_root};
+use cloister_tests::{cloister, sim_root};
 use p384::ecdsa::SigningKey;
 use p384::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-
-/// The simulation root `sim_launch.rs` uses too (RSA-4096 key generation is slow), created
-/// by the first launch and reused.
-fn sim_root() -> &'static Path {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let dir = workspace_root().join("target/test-sim-root");
-        let out = Command::new(cloister())
-            .args(["run", "--platform", "sim", "--serial", "off", "--sim-root"])
-            .arg(&dir)
-            .args(["--cmdline", "console=ttyS0 cloister_test.attest=off"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "first sim launch: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-}
 
 fn text(out: &Output) -> (String, String) {
     (

@@ -10,7 +10,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output, Stdio};
 
-use cloister_tests::{cloister, workspace_root};
+use cloister_tests::{cloister, sim_root};
 
 fn run(args: &[&str]) -> Output {
     Command::new(cloister())
@@ -67,10 +67,7 @@ fn a_busy_boot_runs_under_the_filters() {
         "--platform",
         "sim",
         "--sim-root",
-        workspace_root()
-            .join("target/test-sim-root")
-            .to_str()
-            .unwrap(),
+        sim_root().to_str().unwrap(),
         "--disk",
         &format!("path={}", disk.display()),
         "--serial",

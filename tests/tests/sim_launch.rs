@@ -7,33 +7,10 @@
 //! as policy. Needs /dev/kvm (fails loudly without it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
-use cloister_tests::{cloister, workspace_root};
-
-/// One simulation root for every test here (RSA-4096 key generation is slow), created by
-/// the first run and reused.
-fn sim_root() -> &'static Path {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let dir = workspace_root().join("target/test-sim-root");
-        // Create it once, serially, before tests run guests in parallel.
-        let out = Command::new(cloister())
-            .args(["run", "--platform", "sim", "--serial", "off", "--sim-root"])
-            .arg(&dir)
-            .args(["--cmdline", "console=ttyS0 cloister_test.attest=off"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "first sim launch: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-}
+use cloister_tests::{cloister, sim_root, workspace_root};
 
 struct Launch {
     code: Option<i32>,

@@ -373,22 +373,7 @@ pub fn build_with_id_block(
     id_block: Option<&IdBlockFiles>,
 ) -> Result<Vmm, BuildError> {
     // The tenant policy first: a launch it forbids is refused before anything exists.
-    let guest_policy = match &config.policy {
-        Some((policy, path)) => policy
-            .check_launch(&describe_launch(
-                config.platform,
-                config.vcpus,
-                config.disks.iter().map(|d| d.path.display().to_string()),
-                std::fs::read_to_string("/sys/devices/system/cpu/smt/active")
-                    .ok()
-                    .map(|s| s.trim() == "1"),
-            ))
-            .map_err(|refusal| BuildError::Policy {
-                path: path.clone(),
-                refusal,
-            })?,
-        None => DEFAULT_GUEST_POLICY,
-    };
+    let guest_policy = check_policy(config)?;
     let id_block = match id_block {
         Some(_) if config.platform == Platform::None => return Err(BuildError::IdBlockWithoutSnp),
         Some(files) => Some(files.load()?),
@@ -658,6 +643,28 @@ pub fn build_with_id_block(
         seccomp_violation: config.seccomp_violation,
         device_workers,
     })
+}
+
+/// The guest policy of `config`'s launch under its tenant policy, or the refusal naming
+/// the rule (the default guest policy without a tenant policy). Shared by the builder and
+/// by `run --jail`, which checks before it leaves the host's /sys behind.
+pub fn check_policy(config: &VmConfig) -> Result<u64, BuildError> {
+    let Some((policy, path)) = &config.policy else {
+        return Ok(DEFAULT_GUEST_POLICY);
+    };
+    policy
+        .check_launch(&describe_launch(
+            config.platform,
+            config.vcpus,
+            config.disks.iter().map(|d| d.path.display().to_string()),
+            std::fs::read_to_string("/sys/devices/system/cpu/smt/active")
+                .ok()
+                .map(|s| s.trim() == "1"),
+        ))
+        .map_err(|refusal| BuildError::Policy {
+            path: path.clone(),
+            refusal,
+        })
 }
 
 /// What the tenant policy is asked to allow: a launch on `platform` with `vcpus` and one

@@ -30,7 +30,7 @@ mod mem;
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use cloister_boot_verifier::manifest::{Image, Manifest, PAGE_SIZE};
+use cloister_boot_verifier::manifest::{check_digest, digest_eq, Image, Manifest, PAGE_SIZE};
 use cloister_boot_verifier::validate::{Chunk, Plan, PAGE_4K};
 use cloister_boot_verifier::zero_page::{self, ZERO_PAGE_SIZE};
 use sha2::{Digest, Sha384};
@@ -415,10 +415,6 @@ fn bytes_at(addr: u64, len: u64) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) }
 }
 
-fn same(a: &[u8], b: &[u8; 48]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[no_mangle]
 extern "C" fn verifier_main(c_bit: u64) -> ! {
     SNP.store(c_bit != 0, Ordering::Relaxed);
@@ -482,19 +478,19 @@ extern "C" fn verifier_main(c_bit: u64) -> ! {
     copy_in(m.kernel.load as *mut u8, &m.kernel, setup_len as u64, code_len as usize);
     hash.update(&setup[..setup_len]);
     hash.update(bytes_at(m.kernel.load, code_len));
-    if !same(&hash.finalize(), &m.kernel.sha384) {
+    if !digest_eq(&hash.finalize(), &m.kernel.sha384) {
         refuse(reason::KERNEL_DIGEST, "kernel SHA-384 differs from the manifest");
     }
     print(b"CLOISTER-VERIFIER: kernel SHA-384 ok\n");
     if m.initrd.size > 0 {
         copy_in(m.initrd.load as *mut u8, &m.initrd, 0, m.initrd.size as usize);
-        if !same(&Sha384::digest(bytes_at(m.initrd.load, m.initrd.size)), &m.initrd.sha384) {
+        if !check_digest(bytes_at(m.initrd.load, m.initrd.size), &m.initrd.sha384) {
             refuse(reason::INITRD_DIGEST, "initrd SHA-384 differs from the manifest");
         }
         print(b"CLOISTER-VERIFIER: initrd SHA-384 ok\n");
     }
     copy_in(m.cmdline.load as *mut u8, &m.cmdline, 0, m.cmdline.size as usize);
-    if !same(&Sha384::digest(bytes_at(m.cmdline.load, m.cmdline.size)), &m.cmdline.sha384) {
+    if !check_digest(bytes_at(m.cmdline.load, m.cmdline.size), &m.cmdline.sha384) {
         refuse(reason::CMDLINE_DIGEST, "command line SHA-384 differs from the manifest");
     }
     // SAFETY: one byte after the command line, inside its page-rounded load area.

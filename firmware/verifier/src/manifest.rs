@@ -276,12 +276,18 @@ pub fn sha384(data: &[u8]) -> [u8; DIGEST_SIZE] {
 /// Whether `data` (already copied into private memory) hashes to `expected`. The
 /// comparison looks at every byte whatever the first difference.
 pub fn check_digest(data: &[u8], expected: &[u8; DIGEST_SIZE]) -> bool {
-    let found = sha384(data);
-    found
-        .iter()
-        .zip(expected.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+    digest_eq(&sha384(data), expected)
+}
+
+/// Whether a computed digest (`found`, possibly hashed in several parts) equals
+/// `expected`, looking at every byte whatever the first difference.
+pub fn digest_eq(found: &[u8], expected: &[u8; DIGEST_SIZE]) -> bool {
+    found.len() == DIGEST_SIZE
+        && found
+            .iter()
+            .zip(expected.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 #[cfg(test)]

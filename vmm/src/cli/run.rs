@@ -15,9 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::builder::{
-    build_with_id_block, describe_launch, BuildError, IdBlockFiles, LaunchSummary, VmExit,
-};
+use crate::builder::{build_with_id_block, IdBlockFiles, LaunchSummary, VmExit};
 use crate::config::Platform;
 use crate::config::{VmConfig, VmRequest, DEFAULT_MEMORY};
 use crate::jail::{self, JailOptions, Jailed, LimitRequest};
@@ -191,7 +189,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     let mut jail_paths = None;
     let jail_args = *args.jail;
     if let (Some(dir), Some(uid), Some(gid)) = (jail_args.jail, jail_args.uid, jail_args.gid) {
-        if let Err(e) = check_policy_before_jail(&config) {
+        if let Err(e) = crate::builder::check_policy(&config).map(drop) {
             eprintln!("cloister run: {e}");
             return ExitCode::from(EXIT_VMM_ERROR);
         }
@@ -255,29 +253,6 @@ pub fn main(args: RunArgs) -> ExitCode {
             ExitCode::from(EXIT_VMM_ERROR)
         }
     }
-}
-
-/// The tenant policy's launch check, made before jailing with the host's SMT state (the
-/// jail has no /sys, so the builder's own check inside it sees SMT as unknown): a launch
-/// the policy forbids is refused exactly as without the jail.
-fn check_policy_before_jail(config: &VmConfig) -> Result<(), BuildError> {
-    let Some((policy, path)) = &config.policy else {
-        return Ok(());
-    };
-    policy
-        .check_launch(&describe_launch(
-            config.platform,
-            config.vcpus,
-            config.disks.iter().map(|d| d.path.display().to_string()),
-            std::fs::read_to_string("/sys/devices/system/cpu/smt/active")
-                .ok()
-                .map(|s| s.trim() == "1"),
-        ))
-        .map(drop)
-        .map_err(|refusal| BuildError::Policy {
-            path: path.clone(),
-            refusal,
-        })
 }
 
 /// Tells the user, on stderr, what kind of launch this is and (on `sim`) how to check the
