@@ -453,9 +453,9 @@ pub fn build_with_id_block(
                     ))
                 })?;
                 if guest_certs.is_none() {
-                    guest_certs = Some(Arc::new(
-                        CertTable::from_dir(&certs).map_err(BuildError::Platform)?,
-                    ));
+                    // From the root in memory: the exported files may be rewritten at
+                    // this moment by a parallel launch sharing the root.
+                    guest_certs = Some(Arc::new(sim_cert_table(&root)?));
                 }
                 let psp = Arc::new(Mutex::new(SimPsp::new(Arc::new(root))));
                 sim_psp = Some(psp.clone());
@@ -643,6 +643,22 @@ pub fn build_with_id_block(
         seccomp_violation: config.seccomp_violation,
         device_workers,
     })
+}
+
+/// The certificate table of a simulation root: its ARK, ASK and VCEK.
+fn sim_cert_table(root: &SimRoot) -> Result<CertTable, BuildError> {
+    let mut bundle = cloister_attestation::certs::CertBundle::default();
+    for (der, what) in [
+        (root.ark_der(), "the simulation ARK"),
+        (root.ask_der(), "the simulation ASK"),
+        (root.vcek_der(), "the simulation VCEK"),
+    ] {
+        let cert = cloister_attestation::certs::Certificate::from_der(der, what)
+            .and_then(|c| bundle.add(c, what))
+            .map_err(|e| BuildError::Platform(format!("{what}: {e}")));
+        cert?;
+    }
+    Ok(CertTable::from_bundle(&bundle))
 }
 
 /// The guest policy of `config`'s launch under its tenant policy, or the refusal naming

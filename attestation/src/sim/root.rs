@@ -477,7 +477,11 @@ impl SimRoot {
             (VCEK_PEM, &self.vcek),
         ] {
             let path = dir.join(name);
-            fs::write(&path, pem(cert.der())?).map_err(io_err(&path))?;
+            // Written aside and renamed into place: a parallel launch sharing the root, or
+            // a `verify --certs` reading it, never sees a half-written file.
+            let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+            fs::write(&tmp, pem(cert.der())?).map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
         }
         Ok(())
     }
