@@ -120,19 +120,6 @@ fn index(gpa: u64) -> Option<usize> {
     None
 }
 
-/// KNOWN BUG (fuzz/README.md, "Known bugs"): `CertTable::deliver` promises that a
-/// `BadBuffer` writes nothing, but a buffer that starts in RAM and runs past its end gets
-/// the part of the table that fits (vm-memory's `write_slice` writes what it can before it
-/// fails). Exempted, when what was written is exactly a prefix of the table at the buffer,
-/// unless `CLOISTER_FUZZ_STRICT=1`; remove when fixed.
-fn known_bug_partial_write(written: &[usize], after: &[u8], gpa: u64, table: &CertTable) -> bool {
-    !cloister_fuzz::strict()
-        && written.iter().all(|&i| {
-            let at = gpa_of(i);
-            at >= gpa && table.bytes().get((at - gpa) as usize) == Some(&after[i])
-        })
-}
-
 /// The guest-physical address of index `i` of a snapshot.
 fn gpa_of(mut i: usize) -> u64 {
     for &(a, l) in &RAM {
@@ -186,12 +173,11 @@ fuzz_target!(init: cloister_fuzz::init(seeds, warm_up), |data: &[u8]| {
             Delivery::BadBuffer => {
                 assert!(gpa % 4096 != 0 || (npages >= table.pages() && !in_ram(gpa, len)));
                 let written = cloister_fuzz::differences(&before, &after);
-                if !written.is_empty() && !known_bug_partial_write(&written, &after, gpa, &table) {
-                    panic!(
-                        "BadBuffer wrote {} bytes into guest memory (the buffer at {gpa:#x} is partly RAM)",
-                        written.len()
-                    );
-                }
+                assert!(
+                    written.is_empty(),
+                    "BadBuffer wrote {} bytes into guest memory (the buffer at {gpa:#x} is partly RAM)",
+                    written.len()
+                );
             }
         }
     }

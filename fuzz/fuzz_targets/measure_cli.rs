@@ -154,23 +154,6 @@ fn affordable(args: &MeasureArgs) -> bool {
     memory_ok && args.guest.vcpus.is_none_or(|n| n <= 16) && args.cloister.disks <= 64
 }
 
-/// KNOWN BUG (fuzz/README.md, "Known bugs"): every prediction of the cloister layout maps
-/// guest memory that is never unmapped (`create_guest_memory` builds its regions with
-/// `MmapRegion::build_raw`, which vm-memory does not unmap): about 2 MiB stays resident
-/// each time (a transparent huge page touched), and the whole memory size of address
-/// space. A process that predicts many launches runs out of memory; this target did after
-/// 135,000 inputs. Until it is fixed, a process runs the cloister layout for at most 256
-/// inputs (512 predictions, about 1 GiB), then only parses their arguments;
-/// `CLOISTER_FUZZ_STRICT=1` lifts the limit.
-fn leak_budget() -> bool {
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let runs = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if runs == 256 && !cloister_fuzz::strict() {
-        eprintln!("measure_cli: 256 cloister-layout inputs run; the rest only parse (known leak, see fuzz/README.md)");
-    }
-    runs < 256 || cloister_fuzz::strict()
-}
-
 fn is_measurement(text: &str, format: OutputFormat) -> bool {
     match format {
         OutputFormat::Hex => {
@@ -195,7 +178,7 @@ fuzz_target!(init: cloister_fuzz::init(seeds, warm_up), |data: &[u8]| {
     };
     let mut args = cli.args;
     args.dump_vmsa = false;
-    if !affordable(&args) || (args.layout == "cloister" && !leak_budget()) {
+    if !affordable(&args) {
         return;
     }
     let out = match run(&args) {

@@ -58,18 +58,6 @@ fn write_input(ram: &[E820Entry], launched: &[(u64, u64)]) -> Vec<u8> {
     w.finish()
 }
 
-/// KNOWN BUG (fuzz/README.md, "Known bugs"): `Plan` rounds a launched range's start down
-/// to its page to end the chunk before it, but when that page is where the plan stands it
-/// emits the page anyway, so the 4 KiB page holding an unaligned start is validated
-/// although the range covers part of it. The verifier passes page-aligned ranges only, so
-/// this does not bite today. Exempted unless `CLOISTER_FUZZ_STRICT=1`; remove when fixed.
-fn known_bug_unaligned_start(c: &Chunk, start: u64) -> bool {
-    !cloister_fuzz::strict()
-        && !c.huge
-        && !start.is_multiple_of(PAGE_4K)
-        && c.addr == start & !(PAGE_4K - 1)
-}
-
 fn check_chunk(c: &Chunk, ram: &[(u64, u64)], launched: &[(u64, u64)]) {
     let len = c.len();
     assert_eq!(len, if c.huge { PAGE_2M } else { PAGE_4K });
@@ -81,9 +69,6 @@ fn check_chunk(c: &Chunk, ram: &[(u64, u64)], launched: &[(u64, u64)]) {
     );
     // A range whose end is not above its start holds nothing.
     for &(s, e) in launched.iter().filter(|(s, e)| s < e) {
-        if known_bug_unaligned_start(c, s) {
-            continue;
-        }
         assert!(
             !(c.addr < e && s < end),
             "chunk {c:?} overlaps the launched range {s:#x}..{e:#x}"

@@ -82,19 +82,6 @@ pub fn init(seeds: fn(&mut Seeds), warm_up: fn()) {
     warm_up();
 }
 
-/// Environment variable that turns off the exemptions for known, unfixed bugs
-/// ([`strict`]).
-pub const STRICT_ENV: &str = "CLOISTER_FUZZ_STRICT";
-
-/// True when `CLOISTER_FUZZ_STRICT=1`: targets then assert even what a known bug of the
-/// project breaks (each exemption says which bug; `fuzz/README.md` lists them), so the bug
-/// can be reproduced and its fix checked. Off by default, so that the smoke run of
-/// `scripts/test.sh` fails only on new findings.
-pub fn strict() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os(STRICT_ENV).is_some_and(|v| v == "1"))
-}
-
 /// The offsets where `a` and `b` differ (over the shorter length). Compares 64-byte blocks
 /// with `==` first (a `memcmp`, not instrumented), so a large unchanged buffer costs the
 /// fuzzer no coverage callbacks.

@@ -22,7 +22,7 @@ use crate::boot::layout::{
     COM1_PORT_COUNT, DEBUG_EXIT_PORT, GUEST_REQUEST_PORT, I8042_PORT, IRQ_MAX, VIRTIO_GSI_START,
 };
 use crate::boot::mptable::MpTableError;
-use crate::boot::plan::{BootLayout, LayoutInputs, MmioDevice, PlanBuildError, Platform};
+use crate::boot::plan::{BootLayout, LayoutInputs, PlanBuildError, Platform};
 use crate::boot::zero_page::ZeroPageError;
 use crate::config::{DiskSpec, KernelSource, SerialMode, VmConfig};
 use crate::devices::bus::{Bus, BusError};
@@ -33,7 +33,7 @@ use crate::devices::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::sim_vmgexit::SimVmgexit;
 use crate::devices::virtio;
 use crate::event_loop::{self, LoopEnd, TerminalInput};
-use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
+use crate::memory::{create_vm_memory, GuestMemoryMmap, MemoryError};
 use crate::seccomp::ThreadKind;
 use crate::snp::certs::CertTable;
 use crate::snp::host::SnpHost;
@@ -388,7 +388,7 @@ pub fn build_with_id_block(
     if detect_format(&kernel_image).is_none() {
         return Err(LoadError::UnknownFormat(kernel_name).into());
     }
-    let (slots, cmdline, devices) = disk_layout(config.disks.len(), &config.cmdline)?;
+    let (slots, cmdline) = disk_layout(config.disks.len(), &config.cmdline)?;
     if config.boot == BootLayout::Verifier && !config.platform.is_snp_like() {
         return Err(BuildError::Platform(
             "--boot verifier is a layout for measured launches: use it with --platform sim or snp"
@@ -402,7 +402,7 @@ pub fn build_with_id_block(
         cmdline: &cmdline,
         vcpus: config.vcpus,
         memory: config.memory,
-        devices: &devices,
+        devices: &slots,
         platform: config.platform,
         policy: guest_policy,
         host_data: config.host_data,
@@ -424,7 +424,7 @@ pub fn build_with_id_block(
             max,
         });
     }
-    let mem = create_guest_memory(config.memory)?;
+    let mem = create_vm_memory(config.memory)?;
 
     // The certificates served with the guest's report requests: the user's, or on sim
     // the simulation root's (exported below); none on snp unless given.
@@ -726,20 +726,12 @@ pub fn describe_launch(
 pub fn disk_layout(
     disks: usize,
     user_cmdline: &str,
-) -> Result<(Vec<MmioSlot>, String, Vec<MmioDevice>), BuildError> {
+) -> Result<(Vec<MmioSlot>, String), BuildError> {
     let slots = (0..disks)
         .map(|i| MmioSlot::nth(i).ok_or(BuildError::TooManyDisks(disks)))
         .collect::<Result<Vec<_>, _>>()?;
     let cmdline = guest_cmdline(user_cmdline, &slots);
-    let devices = slots
-        .iter()
-        .map(|s| MmioDevice {
-            base: s.base,
-            len: s.len,
-            gsi: s.gsi,
-        })
-        .collect();
-    Ok((slots, cmdline, devices))
+    Ok((slots, cmdline))
 }
 
 /// The command line the guest gets: the user's, then one `virtio_mmio.device=` per slot.

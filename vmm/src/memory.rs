@@ -224,8 +224,34 @@ fn map_aligned(len: usize, size: MemorySize) -> Result<*mut u8, MemoryError> {
     Ok(start as *mut u8)
 }
 
-/// Maps guest memory of a validated `size`.
+/// Maps memory of a validated `size` for building or predicting a guest image that no VM
+/// runs on: vm-memory's own mappings, unmapped when the last clone is dropped. A process
+/// may make any number of these (`measure`, `id-block` and the fuzz targets predict many
+/// launches).
 pub fn create_guest_memory(size: MemorySize) -> Result<GuestMemoryMmap, MemoryError> {
+    let ranges = ram_ranges(size.0)
+        .into_iter()
+        .map(|(start, len)| {
+            usize::try_from(len)
+                .map(|len| (start, len))
+                .map_err(|_| MemoryError::TooLarge {
+                    size,
+                    max: MemorySize(usize::MAX as u64),
+                    why: "the host's address space",
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Map {
+        size,
+        reason: e.to_string(),
+    })
+}
+
+/// Maps the RAM of the one VM this process runs: each region at a 2 MiB-aligned host
+/// address with transparent huge pages asked for (see [`HOST_ALIGNMENT`]). vm-memory
+/// cannot map at an aligned address and does not unmap mappings it did not make, so these
+/// live until the process exits; use [`create_guest_memory`] for anything else.
+pub fn create_vm_memory(size: MemorySize) -> Result<GuestMemoryMmap, MemoryError> {
     let mut regions = Vec::new();
     for (start, len) in ram_ranges(size.0) {
         let len = usize::try_from(len).map_err(|_| MemoryError::TooLarge {
@@ -343,7 +369,7 @@ mod tests {
 
     #[test]
     fn maps_memory_above_4g_at_huge_page_aligned_host_addresses() {
-        let mem = create_guest_memory(MemorySize(3 * GIB + 64 * MIB)).unwrap();
+        let mem = create_vm_memory(MemorySize(3 * GIB + 64 * MIB)).unwrap();
         let regions: Vec<_> = mem.iter().map(|r| (r.start_addr().0, r.len())).collect();
         assert_eq!(regions, vec![(0, 3 * GIB), (4 * GIB, 64 * MIB)]);
         for region in mem.iter() {
@@ -358,5 +384,31 @@ mod tests {
         assert_eq!(mem.read_obj::<u64>(addr).unwrap(), 0);
         mem.write_obj(0x1234_5678u64, addr).unwrap();
         assert_eq!(mem.read_obj::<u64>(addr).unwrap(), 0x1234_5678);
+    }
+
+    fn vm_size() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * KIB
+    }
+
+    /// Predicting launches must not leak: each prediction maps the guest's whole memory
+    /// (the fuzz targets and `measure` make thousands). 256 predictions of 256 MiB would
+    /// leave 64 GiB of address space behind; other tests of this process running at the
+    /// same time map far less than the 16 GiB allowed.
+    #[test]
+    fn prediction_memory_is_unmapped_when_dropped() {
+        let before = vm_size();
+        for _ in 0..256 {
+            let mem = create_guest_memory(MemorySize(256 * MIB)).unwrap();
+            vm_memory::Bytes::write_obj(&mem, 0xa5u8, GuestAddress(128 * MIB)).unwrap();
+        }
+        let grown = vm_size().saturating_sub(before);
+        assert!(grown < 16 * GIB, "address space grew by {grown} bytes");
     }
 }

@@ -172,17 +172,6 @@ pub(crate) fn write_err(
     }
 }
 
-/// A virtio-mmio device the guest is told about (ACPI DSDT and command line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MmioDevice {
-    /// Register window base.
-    pub base: u64,
-    /// Window length.
-    pub len: u64,
-    /// Interrupt line.
-    pub gsi: u32,
-}
-
 /// The user's inputs to the layout.
 #[derive(Debug, Clone)]
 pub struct LayoutInputs<'a> {
@@ -198,8 +187,8 @@ pub struct LayoutInputs<'a> {
     pub vcpus: u8,
     /// Guest memory.
     pub memory: MemorySize,
-    /// virtio-mmio devices.
-    pub devices: &'a [MmioDevice],
+    /// virtio-mmio devices the guest is told about (ACPI DSDT and command line).
+    pub devices: &'a [MmioSlot],
     /// Platform.
     pub platform: Platform,
     /// Guest policy for LAUNCH_START.
@@ -278,15 +267,7 @@ pub(crate) fn write_platform_tables(
     write_mptable(mem, inputs.vcpus)?;
     let acpi_cfg = acpi::AcpiConfig {
         vcpus: inputs.vcpus,
-        virtio_mmio: inputs
-            .devices
-            .iter()
-            .map(|d| MmioSlot {
-                base: d.base,
-                len: d.len,
-                gsi: d.gsi,
-            })
-            .collect(),
+        virtio_mmio: inputs.devices.to_vec(),
         sleep_control_port: ACPI_SLEEP_CONTROL_PORT as u16,
     };
     Ok(acpi::write_tables(mem, &acpi_cfg)?)

@@ -571,7 +571,7 @@ pub fn measure_cloister(
         .append
         .clone()
         .unwrap_or_else(|| crate::config::DEFAULT_CMDLINE.to_string());
-    let (_, cmdline, devices) = crate::builder::disk_layout(cloister.disks, &user_cmdline)
+    let (devices, cmdline) = crate::builder::disk_layout(cloister.disks, &user_cmdline)
         .map_err(|e| MeasureError::Cloister(format!("--disks {}: {e}", cloister.disks)))?;
     let planned = boot
         .plan(&LayoutInputs {
