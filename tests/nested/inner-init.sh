@@ -24,6 +24,10 @@ else
   echo "NESTED-LINUX: platform-mmio=$(ls /sys/bus/platform/devices 2>/dev/null | grep -i -e virtio -e LNRO | tr '\n' ' ')"
 fi
 echo "NESTED-LINUX: done uptime=$(cut -d' ' -f1 /proc/uptime)"
+# The disk benchmark (run.sh --disk-bench): present only when asked for.
+if [ -x /bin/diskio ] && [ -b /dev/vda ]; then
+  /bin/diskio /dev/vda --seconds "$(cat /diskio.seconds)"
+fi
 poweroff -f
 # poweroff -f only returns if the power-off request failed.
 echo "NESTED-LINUX: poweroff-failed"

@@ -40,6 +40,7 @@ run=1
 while [ "$run" -le "$RUNS" ]; do
   for vmm in $VMMS; do
     cp /inner/disk.img /tmp/disk.img
+    truncate -s "${INNER_DISK_SIZE:-1M}" /tmp/disk.img
     echo "NESTED-RUN-BEGIN: vmm=$vmm run=$run"
     log=/tmp/run-$vmm-$run.log
     # ts -s stamps every line with the seconds since the VMM was started.

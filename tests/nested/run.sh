@@ -37,6 +37,10 @@ usage: tests/nested/run.sh [options]
   --outer-mem MB     outer VM memory in MiB (default: 1024)
   --timeout S        seconds allowed for the whole outer VM (default: 1200)
   --log FILE         where to save the outer serial log (default: <cache>/last-run.log)
+  --disk-bench S     give the inner guests a 64 MiB disk and run the disk benchmark
+                     (bench/src/bin/diskio.rs: sequential 1 MiB and random 4 KiB read
+                     and write, S seconds each) after the checks; it prints a
+                     "NESTED-DISK: ..." line
   --prepare-only     fetch and build everything, do not boot
 USAGE
 }
@@ -63,6 +67,7 @@ outer_mem=1024
 outer_timeout=1200
 log=""
 prepare_only=0
+disk_bench=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -76,6 +81,7 @@ while [ $# -gt 0 ]; do
     --outer-mem) outer_mem="${2:?}"; shift 2 ;;
     --timeout) outer_timeout="${2:?}"; shift 2 ;;
     --log) log="${2:?}"; shift 2 ;;
+    --disk-bench) disk_bench="${2:?--disk-bench needs seconds}"; shift 2 ;;
     --prepare-only) prepare_only=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown option '$1'" ;;
@@ -100,6 +106,8 @@ done
 [ -n "$vmm_list" ] || die "--vmm is empty"
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer, got '$runs'"
 [ -n "$log" ] || log="$cache/last-run.log"
+[ -z "$disk_bench" ] || [[ "$disk_bench" =~ ^[1-9][0-9]*$ ]] ||
+  die "--disk-bench must be a positive number of seconds, got '$disk_bench'"
 
 for tool in qemu-system-x86_64 apt-get apt-cache dpkg-deb cpio gzip file timeout; do
   command -v "$tool" >/dev/null 2>&1 ||
@@ -247,11 +255,25 @@ install -m 0755 "$here/inner-init.sh" "$inner_root/init"
 # loads both, whichever finds the disk.
 install_modules "$inner_root" virtio_ring virtio virtio_mmio virtio_pci virtio_blk
 echo "nested harness: inner modules: $(tr '\n' ' ' <"$inner_root/lib/modules/order")" >&2
+disk_size=1M
+if [ -n "$disk_bench" ]; then
+  # The benchmark program, statically linked like cloister, run by the inner /init on
+  # /dev/vda under every VMM alike.
+  echo "nested harness: building the statically linked disk benchmark" >&2
+  (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" "${CARGO:-cargo}" build --release -q \
+    -p cloister-bench --bin diskio --target x86_64-unknown-linux-gnu \
+    --target-dir "$target_dir/static") || die "building the static disk benchmark failed"
+  install -m 0755 "$target_dir/static/x86_64-unknown-linux-gnu/release/diskio" "$inner_root/bin/diskio"
+  echo "$disk_bench" >"$inner_root/diskio.seconds"
+  disk_size=64M
+fi
 make_cpio "$inner_root" "$work/inner-initrd.cpio.gz" gzip
 
 disk_marker="CLOISTER-NESTED-DISK-OK"
 disk="$work/disk.img"
 printf '%s\n' "$disk_marker" >"$disk"
+# 1 MiB in the initramfs; the outer /init extends each run's copy (sparse, on tmpfs) to
+# INNER_DISK_SIZE.
 truncate -s 1M "$disk"
 
 # --- 4. Static cloister -----------------------------------------------------------------
@@ -338,6 +360,7 @@ INNER_CPUS=$inner_cpus
 INNER_MEM=$inner_mem
 INNER_TIMEOUT=$inner_timeout
 INNER_CMDLINE="$inner_cmdline"
+INNER_DISK_SIZE=$disk_size
 CONF
 make_cpio "$outer_root" "$work/outer-initrd.cpio"
 echo "nested harness: kernel $kpkg, outer initramfs $(du -h "$work/outer-initrd.cpio" | cut -f1)," \

@@ -19,8 +19,13 @@
 //! banner 5.3 s after cloister's start, yet its uptime at the marker was 3.5 s short of
 //! the time from that banner).
 //!
+//! With `--disk S` every inner guest also runs the disk benchmark (`diskio`, this crate:
+//! sequential 1 MiB and random 4 KiB reads and writes with O_DIRECT, S seconds each, on a
+//! 64 MiB disk) after its checks, and a second table gives throughput and IOPS per VMM
+//! with cloister's ratios (the exit column then includes the disk phases).
+//!
 //! Usage: `cargo run --release -p cloister-bench --bin nested -- [--runs N]
-//! [--vmm qemu-pc,qemu-microvm,cloister] [--cloister PATH] [--from-log FILE]`
+//! [--vmm qemu-pc,qemu-microvm,cloister] [--cloister PATH] [--disk S] [--from-log FILE]`
 //! (`--from-log` re-analyses the serial log of an earlier run,
 //! `target/nested-cache/bench-serial.log`, without booting).
 
@@ -60,7 +65,7 @@ impl fmt::Display for BenchError {
         match self {
             Self::Usage(msg) => write!(
                 f,
-                "{msg}\nusage: nested [--runs N] [--vmm {DEFAULT_VMMS}] [--cloister PATH] [--from-log FILE]"
+                "{msg}\nusage: nested [--runs N] [--vmm {DEFAULT_VMMS}] [--cloister PATH] [--disk SECONDS] [--from-log FILE]"
             ),
             Self::Spawn(e) => write!(f, "cannot start tests/nested/run.sh: {e}"),
             Self::Harness { status, log } => write!(
@@ -82,6 +87,8 @@ struct Options {
     cloister: Option<String>,
     /// Re-analyse a serial log of an earlier run instead of booting.
     from_log: Option<String>,
+    /// Seconds per disk phase (`--disk S`), or no disk benchmark.
+    disk: Option<u32>,
 }
 
 fn parse_args() -> Result<Options, BenchError> {
@@ -90,6 +97,7 @@ fn parse_args() -> Result<Options, BenchError> {
         vmms: DEFAULT_VMMS.to_string(),
         cloister: None,
         from_log: None,
+        disk: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -107,6 +115,12 @@ fn parse_args() -> Result<Options, BenchError> {
             "--vmm" => opts.vmms = next("--vmm")?,
             "--cloister" => opts.cloister = Some(next("--cloister")?),
             "--from-log" => opts.from_log = Some(next("--from-log")?),
+            "--disk" => {
+                let v = next("--disk")?;
+                opts.disk = Some(v.parse().ok().filter(|n| (1..=60).contains(n)).ok_or_else(
+                    || BenchError::Usage(format!("--disk must be 1 to 60 seconds, got '{v}'")),
+                )?);
+            }
             // `cargo bench` passes --bench to every bench target.
             "--bench" => {}
             other => return Err(BenchError::Usage(format!("unknown argument '{other}'"))),
@@ -126,6 +140,8 @@ struct InnerRun {
     exit_s: Option<f64>,
     /// The inner kernel's own uptime when its /init started (guest clock).
     guest_uptime_at_marker: Option<f64>,
+    /// The disk benchmark's results (`--disk`), in [`DISK_COLUMNS`] order.
+    disk: Option<[f64; 4]>,
 }
 
 impl InnerRun {
@@ -148,12 +164,21 @@ fn seconds(line: &str, key: &str) -> Option<f64> {
 fn parse_runs(log: &str) -> Vec<InnerRun> {
     let mut runs = Vec::new();
     let mut uptime = None;
+    let mut disk = None;
     for line in log.lines() {
         let line = line.trim_end_matches('\r');
         if line.contains("NESTED-RUN-BEGIN:") {
             uptime = None;
+            disk = None;
         } else if line.contains("NESTED-LINUX: marker") && uptime.is_none() {
             uptime = seconds(line, "uptime");
+        } else if let Some(at) = line.find("NESTED-DISK: ") {
+            let d = &line[at..];
+            let cols = DISK_COLUMNS.map(|(key, _)| seconds(d, key));
+            disk = cols
+                .iter()
+                .all(Option::is_some)
+                .then(|| cols.map(Option::unwrap_or_default));
         } else if let Some(at) = line.find("NESTED-RUN: ") {
             let summary = &line[at..];
             runs.push(InnerRun {
@@ -166,6 +191,7 @@ fn parse_runs(log: &str) -> Vec<InnerRun> {
                 done_s: seconds(summary, "done_s"),
                 exit_s: seconds(summary, "exit_s"),
                 guest_uptime_at_marker: uptime.take(),
+                disk: disk.take(),
             });
         }
     }
@@ -200,7 +226,8 @@ fn boot(opts: &Options) -> Result<String, BenchError> {
         .unwrap_or_else(|| root.join("target"));
     let log_path = target.join("nested-cache").join("bench-serial.log");
     let vmm_count = u32::try_from(opts.vmms.split(',').count()).unwrap_or(2);
-    let outer_timeout = 300 + opts.runs * vmm_count * INNER_TIMEOUT_SECS / 3;
+    let outer_timeout =
+        300 + opts.runs * vmm_count * (INNER_TIMEOUT_SECS / 3 + 4 * opts.disk.unwrap_or(0));
 
     let mut cmd = Command::new("bash");
     cmd.arg(root.join("tests/nested/run.sh"))
@@ -215,6 +242,9 @@ fn boot(opts: &Options) -> Result<String, BenchError> {
         .stdout(Stdio::piped());
     if let Some(c) = &opts.cloister {
         cmd.args(["--cloister", c]);
+    }
+    if let Some(secs) = opts.disk {
+        cmd.args(["--disk-bench", &secs.to_string()]);
     }
     eprintln!(
         "nested bench: {} inner boots per VMM ({}), one outer TCG boot; serial log: {}",
@@ -241,6 +271,67 @@ fn boot(opts: &Options) -> Result<String, BenchError> {
         });
     }
     Ok(serial)
+}
+
+/// The disk benchmark's keys in its `NESTED-DISK:` line and their column heads.
+const DISK_COLUMNS: [(&str, &str); 4] = [
+    ("seq_read_mibs", "rd MiB/s"),
+    ("seq_write_mibs", "wr MiB/s"),
+    ("rand_read_iops", "rd IOPS"),
+    ("rand_write_iops", "wr IOPS"),
+];
+
+/// The disk table: medians per VMM and cloister's ratio to each peer (higher is better).
+fn disk_report(runs: &[InnerRun]) -> Vec<String> {
+    let mut by_vmm: BTreeMap<&str, Vec<[f64; 4]>> = BTreeMap::new();
+    for r in runs {
+        if let Some(d) = r.disk {
+            by_vmm.entry(&r.vmm).or_default().push(d);
+        }
+    }
+    if by_vmm.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![
+        String::new(),
+        "Disk, inside the inner guest on its virtio-blk disk (bench/src/bin/diskio.rs: \
+         O_DIRECT, one request at a time; sequential in 1 MiB requests, random in 4 KiB \
+         at the same fixed-seed offsets under every VMM; a 64 MiB raw image on the outer \
+         VM's tmpfs); medians, higher is better"
+            .to_string(),
+        table_row(
+            "vmm",
+            "runs",
+            &DISK_COLUMNS.map(|(_, head)| head.to_string()),
+        ),
+    ];
+    let mut medians: BTreeMap<&str, Vec<Option<f64>>> = BTreeMap::new();
+    for (vmm, results) in &by_vmm {
+        let row: Vec<Option<f64>> = (0..DISK_COLUMNS.len())
+            .map(|i| median(results.iter().map(|d| d[i]).collect()))
+            .collect();
+        lines.push(table_row(
+            vmm,
+            &results.len().to_string(),
+            &row.iter().map(|v| show(*v)).collect::<Vec<_>>(),
+        ));
+        medians.insert(vmm, row);
+    }
+    for (peer, short) in PEERS {
+        let (Some(c), Some(q)) = (medians.get("cloister"), medians.get(peer)) else {
+            continue;
+        };
+        let ratios: Vec<String> = c
+            .iter()
+            .zip(q)
+            .map(|pair| match pair {
+                (Some(c), Some(q)) if *q > 0.0 => format!("{:.2}", c / q),
+                _ => "-".to_string(),
+            })
+            .collect();
+        lines.push(table_row(&format!("c/{short}"), "", &ratios));
+    }
+    lines
 }
 
 /// Width of the first column of the table.
@@ -343,6 +434,7 @@ fn report(serial: &str) -> Vec<String> {
         let pairs: Vec<String> = COLUMNS[..3].iter().map(pair).collect();
         lines.push(table_row(&format!("c/{short} pairs"), "", &pairs));
     }
+    lines.extend(disk_report(&runs));
     lines.push(String::new());
     lines.push(
         "What the emulation distorts: the outer CPU is QEMU's TCG (software), so the inner \
@@ -440,6 +532,42 @@ mod tests {
         assert_eq!(row("c/pc pairs")[2..4], ["0.50", "(2)"], "{table}");
         // The exit column: 6.5/13 = 0.5 and 39/26 = 1.5 against microvm.
         assert_eq!(row("c/microvm pairs")[6..8], ["1.00", "(2)"], "{table}");
+    }
+
+    #[test]
+    fn disk_results_are_tabled_with_ratios() {
+        let log = "NESTED-RUN-BEGIN: vmm=qemu-pc run=1\n\
+                   NESTED-DISK: size_mib=64 seq_read_mibs=100 seq_write_mibs=50 rand_read_iops=1000 rand_write_iops=800\n\
+                   NESTED-RUN: vmm=qemu-pc run=1 exit=0 marker_s=20 done_s=22 exit_s=23\n\
+                   NESTED-RUN-BEGIN: vmm=cloister run=1\n\
+                   NESTED-DISK: size_mib=64 seq_read_mibs=150 seq_write_mibs=25 rand_read_iops=2000 rand_write_iops=400\n\
+                   NESTED-RUN: vmm=cloister run=1 exit=0 marker_s=5 done_s=6 exit_s=6.5\n\
+                   NESTED-RUN-BEGIN: vmm=cloister run=2\n\
+                   NESTED-DISK: error=cannot_open\n\
+                   NESTED-RUN: vmm=cloister run=2 exit=0 marker_s=5 done_s=6 exit_s=6.5\n";
+        let runs = parse_runs(log);
+        assert_eq!(runs[0].disk, Some([100.0, 50.0, 1000.0, 800.0]));
+        assert_eq!(runs[2].disk, None, "an error line is no result");
+        let lines = report(log);
+        let table = lines.join("\n");
+        let row = |prefix: &str| -> Vec<String> {
+            lines
+                .iter()
+                .rev()
+                .find(|l| l.starts_with(prefix))
+                .map(|l| l.split_whitespace().map(String::from).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            row("cloister ")[1..6],
+            ["1", "150.00", "25.00", "2000.00", "400.00"],
+            "{table}"
+        );
+        assert_eq!(
+            row("c/pc ")[1..5],
+            ["1.50", "0.50", "2.00", "0.50"],
+            "{table}"
+        );
     }
 
     #[test]
