@@ -2,7 +2,8 @@
 //! window whose first 0x100 bytes are 32-bit registers and whose rest is the device's
 //! configuration space.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use vm_memory::GuestMemory;
 
@@ -67,13 +68,16 @@ pub struct MmioTransport<D: VirtioDevice, M: GuestMemory> {
     driver_features_sel: u32,
     driver_features: u64,
     device_status: u32,
-    interrupt_status: u32,
+    /// InterruptStatus: shared with the [`MmioFrontend`], which reads and acknowledges it
+    /// without the transport's lock.
+    interrupt_status: Arc<AtomicU32>,
     guest_errors: GuestErrorLog,
     /// Where a QueueNotify write goes when the device works on its own thread (the
     /// vCPU then only signals it); `None`: the notification is served in place.
     notifier: Option<Arc<dyn QueueNotifier>>,
-    /// Queues notified and not yet served (bit per queue), for the device thread.
-    pending: u64,
+    /// Queues notified and not yet served (bit per queue), for the device thread; shared
+    /// with the [`MmioFrontend`].
+    pending: Arc<AtomicU64>,
 }
 
 /// Hands a queue notification to whoever serves the device (its thread's eventfd).
@@ -98,12 +102,10 @@ pub trait NotifiedDevice: Send {
 impl<D: VirtioDevice + Send, M: GuestMemory + Send> NotifiedDevice for MmioTransport<D, M> {
     fn serve_notified(&mut self) {
         // An ioeventfd notification never reached `write`: serve every queue then.
-        let pending = if self.pending == 0 {
-            u64::MAX
-        } else {
-            self.pending
+        let pending = match self.pending.swap(0, Ordering::AcqRel) {
+            0 => u64::MAX,
+            bits => bits,
         };
-        self.pending = 0;
         for index in 0..self.queues.len().min(64) {
             if pending & (1 << index) != 0 {
                 self.serve(index as u32);
@@ -137,10 +139,10 @@ impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
             driver_features_sel: 0,
             driver_features: 0,
             device_status: 0,
-            interrupt_status: 0,
+            interrupt_status: Arc::new(AtomicU32::new(0)),
             guest_errors: GuestErrorLog::default(),
             notifier: None,
-            pending: 0,
+            pending: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -156,7 +158,7 @@ impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
 
     /// The current interrupt status register.
     pub fn interrupt_status(&self) -> u32 {
-        self.interrupt_status
+        self.interrupt_status.load(Ordering::Acquire)
     }
 
     /// Whether the device offers VIRTIO_F_ACCESS_PLATFORM (the launch policy's question
@@ -216,11 +218,11 @@ impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
         self.driver_features_sel = 0;
         self.driver_features = 0;
         self.device_status = 0;
-        self.interrupt_status = 0;
+        self.interrupt_status.store(0, Ordering::Release);
     }
 
     fn raise(&mut self, bits: u32) {
-        self.interrupt_status |= bits;
+        self.interrupt_status.fetch_or(bits, Ordering::AcqRel);
         if let Err(e) = self.irq.trigger() {
             log::error!("virtio-mmio: cannot raise the device interrupt: {e}");
         }
@@ -287,14 +289,7 @@ impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
 
     fn notify(&mut self, index: u32) {
         match &self.notifier {
-            Some(notifier) => {
-                if index < 64 {
-                    self.pending |= 1 << index;
-                }
-                if let Err(e) = notifier.notify(index) {
-                    log::error!("virtio-mmio: cannot signal the device thread: {e}");
-                }
-            }
+            Some(notifier) => signal(notifier.as_ref(), &self.pending, index),
             None => self.serve(index),
         }
     }
@@ -343,7 +338,7 @@ impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
             },
             reg::QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
             reg::QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.is_ready())),
-            reg::INTERRUPT_STATUS => self.interrupt_status,
+            reg::INTERRUPT_STATUS => self.interrupt_status(),
             reg::STATUS => self.device_status,
             // No shared memory regions: length reads as all-ones (spec 4.2.2).
             reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH => u32::MAX,
@@ -386,7 +381,9 @@ impl<D: VirtioDevice, M: GuestMemory> MmioTransport<D, M> {
             }
             reg::QUEUE_READY => self.write_queue_ready(value),
             reg::QUEUE_NOTIFY => self.notify(value),
-            reg::INTERRUPT_ACK => self.interrupt_status &= !value,
+            reg::INTERRUPT_ACK => {
+                self.interrupt_status.fetch_and(!value, Ordering::AcqRel);
+            }
             reg::STATUS => self.write_status(value),
             reg::QUEUE_DESC_LOW => self.set_queue_addr(|q| &mut q.desc_table, false, value),
             reg::QUEUE_DESC_HIGH => self.set_queue_addr(|q| &mut q.desc_table, true, value),
@@ -453,5 +450,80 @@ impl<D: VirtioDevice, M: GuestMemory + Send> BusDevice for MmioTransport<D, M> {
             return;
         }
         self.write_register(offset, u32::from_le_bytes(bytes));
+    }
+}
+
+/// Marks queue `index` pending and wakes the device thread.
+fn signal(notifier: &dyn QueueNotifier, pending: &AtomicU64, index: u32) {
+    if index < 64 {
+        pending.fetch_or(1 << index, Ordering::AcqRel);
+    }
+    if let Err(e) = notifier.notify(index) {
+        log::error!("virtio-mmio: cannot signal the device thread: {e}");
+    }
+}
+
+/// What a vCPU reaches of a device served on its own thread: the transport behind a lock
+/// that the device thread holds while it does the device's I/O, and, without that lock,
+/// the registers a driver touches while requests are in flight: InterruptStatus,
+/// InterruptACK (Linux's interrupt handler reads one and writes the other on every
+/// interrupt) and QueueNotify (when it was not caught by an ioeventfd). So a vCPU never
+/// waits for a disk: only set-up and reset, which the spec lets wait for the device,
+/// take the lock.
+pub struct MmioFrontend<T> {
+    interrupt_status: Arc<AtomicU32>,
+    pending: Arc<AtomicU64>,
+    notifier: Arc<dyn QueueNotifier>,
+    transport: Arc<Mutex<T>>,
+}
+
+impl<D: VirtioDevice, M: GuestMemory> MmioFrontend<MmioTransport<D, M>> {
+    /// The front of `transport`, which notifies its device thread through `notifier`.
+    pub fn new(mut transport: MmioTransport<D, M>, notifier: Arc<dyn QueueNotifier>) -> Self {
+        transport.set_notifier(notifier.clone());
+        Self {
+            interrupt_status: transport.interrupt_status.clone(),
+            pending: transport.pending.clone(),
+            notifier,
+            transport: Arc::new(Mutex::new(transport)),
+        }
+    }
+
+    /// The transport, for the device thread.
+    pub fn transport(&self) -> Arc<Mutex<MmioTransport<D, M>>> {
+        self.transport.clone()
+    }
+}
+
+impl<T: BusDevice> MmioFrontend<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T> {
+        self.transport.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<T: BusDevice> BusDevice for MmioFrontend<T> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset == reg::INTERRUPT_STATUS && data.len() == 4 {
+            data.copy_from_slice(&self.interrupt_status.load(Ordering::Acquire).to_le_bytes());
+        } else {
+            self.locked().read(offset, data);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        match (offset, <[u8; 4]>::try_from(data)) {
+            (reg::INTERRUPT_ACK, Ok(bytes)) => {
+                self.interrupt_status
+                    .fetch_and(!u32::from_le_bytes(bytes), Ordering::AcqRel);
+            }
+            (reg::QUEUE_NOTIFY, Ok(bytes)) => {
+                signal(
+                    self.notifier.as_ref(),
+                    &self.pending,
+                    u32::from_le_bytes(bytes),
+                );
+            }
+            _ => self.locked().write(offset, data),
+        }
     }
 }

@@ -46,7 +46,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::devices::bus::SharedDevice;
 
 pub use block::Block;
-pub use mmio::{MmioTransport, NotifiedDevice, QueueNotifier};
+pub use mmio::{MmioFrontend, MmioTransport, NotifiedDevice, QueueNotifier};
 pub use queue::{ChainError, Descriptor, QueueError, RingFeatures, SplitQueue};
 
 /// Size of the MMIO window of one virtio-mmio device (registers + config space).
@@ -240,10 +240,9 @@ pub fn new_threaded_block_device<M: GuestMemory + Send + 'static>(
     notifier: Arc<dyn QueueNotifier>,
 ) -> Result<(SharedDevice, Arc<Mutex<dyn NotifiedDevice>>), VirtioError> {
     let block = Block::open(cfg)?;
-    let mut transport = MmioTransport::new(block, mem, irq);
-    transport.set_notifier(notifier);
-    let device = Arc::new(Mutex::new(transport));
-    Ok((device.clone(), device))
+    let front = MmioFrontend::new(MmioTransport::new(block, mem, irq), notifier);
+    let transport = front.transport();
+    Ok((Arc::new(Mutex::new(front)), transport))
 }
 
 #[cfg(test)]

@@ -384,6 +384,85 @@ fn a_notification_is_served_by_the_device_thread_not_the_writer() {
     assert_eq!(d.bytes(DATA, 512), pattern()[1536..2048]);
 }
 
+/// While the device thread holds the transport (doing a request's disk I/O), a vCPU
+/// still reads InterruptStatus, acknowledges it and notifies a queue: the registers a
+/// driver touches with requests in flight never wait for the disk.
+#[test]
+fn a_vcpu_never_waits_for_the_device_thread() {
+    use super::NotifiedDevice;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let mut d = mem_driver(false);
+    // Served in place (no notifier yet): one used buffer, its interrupt pending.
+    d.header(HDR, VIRTIO_BLK_T_IN, 2);
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.dev.interrupt_status(), INT_USED_BUFFER);
+    // A second request made available, its notification still to come.
+    d.header(HDR, VIRTIO_BLK_T_IN, 3);
+    let head = d.next_desc;
+    d.write_desc(head, HDR, 16, R | VIRTQ_DESC_F_NEXT, (head + 1) % QSIZE);
+    d.write_desc(
+        (head + 1) % QSIZE,
+        DATA,
+        512,
+        W | VIRTQ_DESC_F_NEXT,
+        (head + 2) % QSIZE,
+    );
+    d.write_desc((head + 2) % QSIZE, STATUS, 1, W, 0);
+    d.publish(head);
+    let Driver { mem, irq, dev, .. } = d;
+    let notifier = Arc::new(CountingNotifier::default());
+    let mut front = MmioFrontend::new(dev, notifier.clone());
+    let transport = front.transport();
+
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let busy = transport.clone();
+    let device_thread = std::thread::spawn(move || {
+        let _busy = busy.lock().unwrap();
+        held_tx.send(()).unwrap();
+        release_rx.recv().ok();
+    });
+    held_rx.recv().unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    let vcpu = std::thread::spawn(move || {
+        let read = |front: &mut MmioFrontend<_>| {
+            let mut b = [0u8; 4];
+            front.read(reg::INTERRUPT_STATUS, &mut b);
+            u32::from_le_bytes(b)
+        };
+        let before = read(&mut front);
+        front.write(reg::INTERRUPT_ACK, &INT_USED_BUFFER.to_le_bytes());
+        let after = read(&mut front);
+        front.write(reg::QUEUE_NOTIFY, &0u32.to_le_bytes());
+        done_tx.send((before, after)).unwrap();
+        front
+    });
+    let seen = done_rx.recv_timeout(Duration::from_secs(10));
+    release_tx.send(()).unwrap();
+    device_thread.join().unwrap();
+    let mut front = vcpu.join().unwrap();
+    assert_eq!(
+        seen,
+        Ok((INT_USED_BUFFER, 0)),
+        "the vCPU waited for the device thread"
+    );
+    assert_eq!(notifier.0.load(Ordering::SeqCst), 1);
+
+    // Everything else goes through the transport.
+    let mut b = [0u8; 4];
+    front.read(reg::MAGIC_VALUE, &mut b);
+    assert_eq!(&b, b"virt");
+    // The notification is pending for the device thread, which serves the request and
+    // raises the interrupt the vCPU will read.
+    let irqs = irq.0.load(Ordering::SeqCst);
+    transport.lock().unwrap().serve_notified();
+    assert_eq!(mem.read_obj::<u16>(GuestAddress(USED + 2)).unwrap(), 2);
+    assert_eq!(irq.0.load(Ordering::SeqCst), irqs + 1);
+    front.read(reg::INTERRUPT_STATUS, &mut b);
+    assert_eq!(u32::from_le_bytes(b), INT_USED_BUFFER);
+}
+
 #[test]
 fn write_request_reaches_the_disk_and_flush_is_honoured() {
     let mut d = mem_driver(false);
