@@ -23,25 +23,35 @@ impl Trigger for IrqLine {
     }
 }
 
+/// The most a guest can make the monitor write into a console file (`--serial
+/// file=PATH`): the host's disk is not the guest's to fill. Past it the rest of the output
+/// is discarded, after one line in the file and one warning saying so.
+pub const CONSOLE_FILE_LIMIT: u64 = 64 << 20;
+
 /// Where the console's output goes.
 pub enum ConsoleOutput {
     /// The monitor's stdout, flushed after every byte so prompts appear at once.
     Stdout,
-    /// A file, created or truncated.
-    File(File),
+    /// A file, created or truncated, and the bytes it may still take.
+    File(File, u64),
     /// Discarded.
     Off,
 }
 
 impl ConsoleOutput {
-    /// Output to a file at `path`, created or truncated.
+    /// Output to a file at `path`, created or truncated, of at most
+    /// [`CONSOLE_FILE_LIMIT`] bytes.
     pub fn file(path: &Path) -> io::Result<Self> {
+        Self::file_with_limit(path, CONSOLE_FILE_LIMIT)
+    }
+
+    fn file_with_limit(path: &Path, limit: u64) -> io::Result<Self> {
         OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(path)
-            .map(ConsoleOutput::File)
+            .map(|f| ConsoleOutput::File(f, limit))
     }
 }
 
@@ -53,7 +63,21 @@ impl ConsoleOutput {
                 out.write_all(buf)?;
                 out.flush()
             }
-            ConsoleOutput::File(f) => f.write_all(buf),
+            ConsoleOutput::File(f, left) => {
+                let fits = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                f.write_all(&buf[..fits])?;
+                *left -= fits as u64;
+                if fits < buf.len() {
+                    log::warn!(
+                        "the guest's console output reached {CONSOLE_FILE_LIMIT} bytes; the rest is discarded"
+                    );
+                    f.write_all(
+                        b"\n[cloister: console output limit reached; the rest is discarded]\n",
+                    )?;
+                    *self = ConsoleOutput::Off;
+                }
+                Ok(())
+            }
             ConsoleOutput::Off => Ok(()),
         }
     }
@@ -73,7 +97,7 @@ impl Write for ConsoleOutput {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             ConsoleOutput::Stdout => io::stdout().flush(),
-            ConsoleOutput::File(f) => f.flush(),
+            ConsoleOutput::File(f, _) => f.flush(),
             ConsoleOutput::Off => Ok(()),
         }
     }
@@ -169,10 +193,29 @@ mod tests {
         let mut out = ConsoleOutput::file(&path).unwrap();
         assert_eq!(out.write(b"ok").unwrap(), 2);
         // A read-only handle makes every write fail.
-        out = ConsoleOutput::File(File::open(&path).unwrap());
+        out = ConsoleOutput::File(File::open(&path).unwrap(), CONSOLE_FILE_LIMIT);
         assert_eq!(out.write(b"lost").unwrap(), 4);
         assert!(matches!(out, ConsoleOutput::Off));
         assert_eq!(std::fs::read(&path).unwrap(), b"ok");
+    }
+
+    /// A guest printing without end fills the console file up to its limit, then one
+    /// notice, then nothing.
+    #[test]
+    fn a_console_file_stops_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console");
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let out = ConsoleOutput::file_with_limit(&path, 100).unwrap();
+        let mut uart = SerialConsole::new(irq, out);
+        for i in 0..10_000u32 {
+            uart.write(THR, &[b'a' + (i % 26) as u8]);
+        }
+        let written = std::fs::read(&path).unwrap();
+        let notice = b"\n[cloister: console output limit reached; the rest is discarded]\n";
+        assert_eq!(written.len(), 100 + notice.len());
+        assert_eq!(&written[..3], b"abc");
+        assert_eq!(&written[100..], notice);
     }
 
     #[test]
