@@ -321,17 +321,21 @@ fn disk_report(runs: &[InnerRun]) -> Vec<String> {
         let (Some(c), Some(q)) = (medians.get("cloister"), medians.get(peer)) else {
             continue;
         };
-        let ratios: Vec<String> = c
-            .iter()
-            .zip(q)
-            .map(|pair| match pair {
-                (Some(c), Some(q)) if *q > 0.0 => format!("{:.2}", c / q),
-                _ => "-".to_string(),
-            })
-            .collect();
+        let ratios = ratio_cells(c, q);
         lines.push(table_row(&format!("c/{short}"), "", &ratios));
     }
     lines
+}
+
+/// Cloister's medians over a peer's, column by column ("-" where either is missing).
+fn ratio_cells(c: &[Option<f64>], q: &[Option<f64>]) -> Vec<String> {
+    c.iter()
+        .zip(q)
+        .map(|pair| match pair {
+            (Some(c), Some(q)) if *q > 0.0 => format!("{:.2}", c / q),
+            _ => "-".to_string(),
+        })
+        .collect()
 }
 
 /// Width of the first column of the table.
@@ -405,14 +409,7 @@ fn report(serial: &str) -> Vec<String> {
         let (Some(c), Some(q)) = (medians.get("cloister"), medians.get(peer)) else {
             continue;
         };
-        let ratios: Vec<String> = c
-            .iter()
-            .zip(q)
-            .map(|pair| match pair {
-                (Some(c), Some(q)) if *q > 0.0 => format!("{:.2}", c / q),
-                _ => "-".to_string(),
-            })
-            .collect();
+        let ratios = ratio_cells(c, q);
         lines.push(table_row(&format!("c/{short} median"), "", &ratios));
         // Runs are interleaved (peer n, cloister n): the median of the per-pair ratios is
         // less sensitive to the shared host's load drifting during the benchmark.

@@ -178,6 +178,14 @@ impl<B: DiskBackend> Driver<B> {
 
     /// Writes a chain of (addr, len, flags) descriptors, publishes it and notifies.
     fn submit(&mut self, chain: &[(u64, u32, u16)]) -> u16 {
+        let head = self.offer(chain);
+        self.wr(reg::QUEUE_NOTIFY, 0);
+        head
+    }
+
+    /// Writes a chain of (addr, len, flags) descriptors and publishes it, without a
+    /// notification (one that came through a KVM ioeventfd, or is still to come).
+    fn offer(&mut self, chain: &[(u64, u32, u16)]) -> u16 {
         let head = self.next_desc;
         for (i, &(addr, len, flags)) in chain.iter().enumerate() {
             let index = (head + i as u16) % QSIZE;
@@ -191,7 +199,6 @@ impl<B: DiskBackend> Driver<B> {
         }
         self.next_desc = (head + chain.len() as u16) % QSIZE;
         self.publish(head);
-        self.wr(reg::QUEUE_NOTIFY, 0);
         head
     }
 
@@ -368,17 +375,7 @@ fn a_notification_is_served_by_the_device_thread_not_the_writer() {
     // A notification through a KVM ioeventfd never reaches the transport: serving with
     // nothing pending serves every ready queue.
     d.header(HDR, VIRTIO_BLK_T_IN, 3);
-    let head = d.next_desc;
-    d.write_desc(head, HDR, 16, R | VIRTQ_DESC_F_NEXT, (head + 1) % QSIZE);
-    d.write_desc(
-        (head + 1) % QSIZE,
-        DATA,
-        512,
-        W | VIRTQ_DESC_F_NEXT,
-        (head + 2) % QSIZE,
-    );
-    d.write_desc((head + 2) % QSIZE, STATUS, 1, W, 0);
-    d.publish(head);
+    d.offer(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
     d.dev.serve_notified();
     assert_eq!(d.used_idx(), 2);
     assert_eq!(d.bytes(DATA, 512), pattern()[1536..2048]);
@@ -399,17 +396,7 @@ fn a_vcpu_never_waits_for_the_device_thread() {
     assert_eq!(d.dev.interrupt_status(), INT_USED_BUFFER);
     // A second request made available, its notification still to come.
     d.header(HDR, VIRTIO_BLK_T_IN, 3);
-    let head = d.next_desc;
-    d.write_desc(head, HDR, 16, R | VIRTQ_DESC_F_NEXT, (head + 1) % QSIZE);
-    d.write_desc(
-        (head + 1) % QSIZE,
-        DATA,
-        512,
-        W | VIRTQ_DESC_F_NEXT,
-        (head + 2) % QSIZE,
-    );
-    d.write_desc((head + 2) % QSIZE, STATUS, 1, W, 0);
-    d.publish(head);
+    d.offer(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
     let Driver { mem, irq, dev, .. } = d;
     let notifier = Arc::new(CountingNotifier::default());
     let mut front = MmioFrontend::new(dev, notifier.clone());
