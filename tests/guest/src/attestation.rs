@@ -109,6 +109,8 @@ mod protocol {
     unsafe impl Sync for Pages {}
 
     /// The private pages messages are sealed and opened in (8 KiB: not on the stack).
+    /// In `.bss.lazy` (guest.ld, not zeroed at entry): `message_pages` zeroes it.
+    #[link_section = ".bss.lazy"]
     static PAGES: Pages = Pages(UnsafeCell::new(MessagePages::new()));
     static PAGES_TAKEN: AtomicBool = AtomicBool::new(false);
 
@@ -116,8 +118,12 @@ mod protocol {
         if PAGES_TAKEN.swap(true, Ordering::AcqRel) {
             return None;
         }
-        // SAFETY: the flag lets this run once, so this is the only reference ever made.
-        Some(unsafe { &mut *PAGES.0.get() })
+        // SAFETY: the flag lets this run once, so this is the only reference ever made;
+        // zeroing first gives the all-zero `MessagePages::new()` the static declares.
+        Some(unsafe {
+            core::ptr::write_bytes(PAGES.0.get(), 0, 1);
+            &mut *PAGES.0.get()
+        })
     }
 
     /// Asks for the report as `params.attest` says, and prints the outcome.

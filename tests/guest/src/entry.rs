@@ -8,8 +8,9 @@
 //! - `pvh_start` (named by the PVH ELF note): Xen/QEMU PVH. Flat protected mode, paging
 //!   off, EBX = `struct hvm_start_info`.
 //!
-//! Each builds its own identity map of the first 4 GiB (2 MiB pages; the loader's map may
-//! cover only 1 GiB and virtio-mmio and the local APIC sit near 4 GiB), loads its own GDT
+//! Each switches to its own identity map of the first 4 GiB (initialised data, 2 MiB pages;
+//! 1 GiB pages with the C-bit on SEV-SNP; the loader's map may cover only 1 GiB and
+//! virtio-mmio and the local APIC sit near 4 GiB), loads its own GDT
 //! (code 0x10, data 0x18), sets CR4.OSFXSR (harmless; the guest is compiled without SSE,
 //! which this machine's KVM emulator lacks), sets a stack, zeroes .bss and calls
 //! `guest_main(boot_info, kind, c_bit)`. The 64-bit entry keeps the C-bit of the loader's
@@ -59,33 +60,26 @@ startup_64:
     movabsq $0x0008000000000000, %r14
     andq %rax, %r14
 
-    # Identity map 0..4 GiB: PML4[0] -> PDPT, PDPT[0..4] -> PD0..PD3, 2048 2 MiB pages.
-    # Only the PML4 and the PDPT need zeroing: every PD entry is written below.
-    leaq __page_tables(%rip), %rbx
-    movq %rbx, %rdi
-    xorl %eax, %eax
-    movl $(2 * 4096 / 8), %ecx
-    rep stosq
-    leaq 0x1003(%rbx), %rax
+    # Identity map 0..4 GiB: `boot_pml4`, `boot_pdpt` and `boot_pd` are initialised data
+    # (PML4[0] -> PDPT, PDPT[0..4] -> four PDs of 2 MiB pages), so nothing is written here
+    # one entry at a time (slow where the hypervisor emulates every guest instruction).
+    # An SEV-SNP guest (C-bit set) needs the C-bit in every entry: its PDPT maps the four
+    # GiB with 1 GiB pages instead, which every SNP CPU has (and CPUID would need a #VC
+    # handler this early).
+    testq %r14, %r14
+    jz 6f
+    leaq boot_pml4(%rip), %rdi
+    orq %r14, (%rdi)
+    leaq boot_pdpt(%rip), %rdi
+    movl $0x83, %eax                # present, writable, 1 GiB page
     orq %r14, %rax
-    movq %rax, (%rbx)
-    leaq 0x2003(%rbx), %rax
-    orq %r14, %rax
-    leaq 0x1000(%rbx), %rdi
     movl $4, %ecx
 1:  movq %rax, (%rdi)
-    addq $0x1000, %rax
+    addq $0x40000000, %rax
     addq $8, %rdi
     loop 1b
-    leaq 0x2000(%rbx), %rdi
-    movl $0x83, %eax                # present, writable, 2 MiB page
-    orq %r14, %rax
-    movl $2048, %ecx
-2:  movq %rax, (%rdi)
-    addq $0x200000, %rax
-    addq $8, %rdi
-    loop 2b
-    movq %rbx, %cr3
+6:  leaq boot_pml4(%rip), %rax
+    movq %rax, %cr3
 
     movq %cr4, %rax
     orl $0x620, %eax                # PAE, OSFXSR, OSXMMEXCPT
@@ -113,27 +107,8 @@ pvh_start:
 
     # Protected mode, paging off; ESI = boot info, EBP = kind.
 enter_long_mode:
-    movl $__page_tables, %ebx
-    movl %ebx, %edi
-    xorl %eax, %eax
-    movl $(2 * 4096 / 4), %ecx
-    rep stosl
-    leal 0x1003(%ebx), %eax
-    movl %eax, (%ebx)
-    leal 0x2003(%ebx), %eax
-    leal 0x1000(%ebx), %edi
-    movl $4, %ecx
-1:  movl %eax, (%edi)
-    addl $0x1000, %eax
-    addl $8, %edi
-    loop 1b
-    leal 0x2000(%ebx), %edi
-    movl $0x83, %eax
-    movl $2048, %ecx
-2:  movl %eax, (%edi)
-    addl $0x200000, %eax
-    addl $8, %edi
-    loop 2b
+    # The same map as the 64-bit entry's, without a C-bit: the initialised tables as they are.
+    movl $boot_pml4, %ebx
 
     movl %cr4, %eax
     orl $0x620, %eax                # PAE, OSFXSR, OSXMMEXCPT
@@ -215,6 +190,24 @@ gdt_end:
 gdt_descriptor:
     .word gdt_end - gdt - 1
     .quad gdt                       # 32-bit lgdt reads the low 4 bytes only
+
+    # The boot page tables: PML4[0] -> boot_pdpt, PDPT[0..4] -> boot_pd, whose 2048
+    # entries map 0..4 GiB with 2 MiB pages (present, writable, PS). The loader copies
+    # them in with the image.
+    .section .data.page_tables, "aw"
+    .balign 4096
+boot_pml4:
+    .quad boot_pdpt + 3
+    .fill 511, 8, 0
+boot_pdpt:
+    .quad boot_pd + 0x0003, boot_pd + 0x1003, boot_pd + 0x2003, boot_pd + 0x3003
+    .fill 508, 8, 0
+boot_pd:
+    .set boot_pd_entry, 0x83
+    .rept 2048
+    .quad boot_pd_entry
+    .set boot_pd_entry, boot_pd_entry + 0x200000
+    .endr
 
     .section .data.boot_claimed, "aw"
     .balign 4

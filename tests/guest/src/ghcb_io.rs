@@ -91,12 +91,16 @@ struct Static<T>(UnsafeCell<T>);
 // which are not re-entered (see the module comment).
 unsafe impl<T> Sync for Static<T> {}
 
+// Both live in `.bss.lazy` (guest.ld), which the entry code does not zero: `select` zeroes
+// SHARED before the first exit uses it, `setup_snp` zeroes ALIAS before filling it.
+#[link_section = ".bss.lazy"]
 static SHARED: Static<SharedPages> = Static(UnsafeCell::new(SharedPages {
     ghcb: [0; PAGE],
     request: [0; PAGE],
     response: [0; PAGE],
     certs: [0; CERT_PAGES * PAGE],
 }));
+#[link_section = ".bss.lazy"]
 static ALIAS: Static<AliasTables> = Static(UnsafeCell::new(AliasTables {
     pdpt: [0; 512],
     pd: [0; 512],
@@ -200,6 +204,10 @@ fn pvalidate(va: u64, validate: bool) -> (u64, bool) {
 /// shared pages are set up here; a failure ends the guest with a termination request
 /// (there is no console yet to print on).
 pub fn select(c_bit: u64, cc_blob: bool) {
+    if c_bit != 0 || cc_blob {
+        // SAFETY: nothing has used the shared pages yet; this is the only access.
+        unsafe { core::ptr::write_bytes(SHARED.0.get(), 0, 1) };
+    }
     if c_bit != 0 {
         setup_snp(c_bit);
         MODE.store(Mode::Snp as u8, Ordering::Relaxed);
@@ -244,6 +252,7 @@ fn setup_snp(c_bit: u64) {
     // SAFETY: `tables` is this module's static, touched only here; `pml4` is the page map
     // entry.rs built (identity-mapped, private); slot 1 is unused by the identity map.
     unsafe {
+        core::ptr::write_bytes(tables, 0, 1);
         for (i, entry) in (*tables).pd.iter_mut().enumerate() {
             *entry = ((i as u64) << 21) | 0x83;
         }

@@ -115,6 +115,9 @@ struct Shared(UnsafeCell<QueueMemory>);
 // the driver below, one request at a time, and by the device.
 unsafe impl Sync for Shared {}
 
+/// Not zeroed at entry (`.bss.lazy`, guest.ld): `init` zeroes the rings, and every request
+/// writes its descriptors, header and status before the device sees them.
+#[link_section = ".bss.lazy"]
 static QUEUE: Shared = Shared(UnsafeCell::new(QueueMemory {
     desc: [Desc {
         addr: 0,
