@@ -482,6 +482,8 @@ pub fn build_with_id_block(
         backend.add_memory(&mem)?;
     }
     let vm = backend.vm();
+    // After the memory slots (see `create_interrupt_controllers`), before any vCPU.
+    vm.create_interrupt_controllers()?;
 
     let exit = ExitHandle::new().map_err(host("creating the exit event"))?;
     let mut pio = Bus::new();
