@@ -22,7 +22,7 @@ if [ "$fuzz_seconds" -gt 0 ]; then
 fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --release 2>&1 | tee "$log"
+cargo test --workspace --profile test-release 2>&1 | tee "$log"
 # One closing line for the whole run (cargo prints one per test binary, the last of
 # which is often a doc-test binary with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

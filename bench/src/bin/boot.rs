@@ -14,7 +14,9 @@
 //!   memory size, sampled from `/proc/<pid>/smaps` every few ms while the VM runs (a
 //!   separate set of runs, since sampling costs CPU). Guest RAM residency only grows
 //!   during a run, so the last sample is close to its peak; what remains is what the
-//!   monitor itself costs.
+//!   monitor itself costs. That remainder is split, from `/proc/<pid>/status` sampled at
+//!   the same moments, into anonymous memory (RssAnon minus guest RAM: heap, stacks, data)
+//!   and file-backed pages (RssFile: text and libraries, shared with the page cache).
 //!
 //! The guest is `cloister_vmm::test_guest::ELF`. cloister enters it through the Linux
 //! 64-bit boot protocol; QEMU's microvm machine boots it through its PVH note with its
@@ -102,6 +104,12 @@ struct Sample {
     exit: Duration,
     max_rss_kib: u64,
     guest_rss_kib: Option<u64>,
+    /// Largest sampled `RssAnon` minus the guest RAM resident at the same moment: the
+    /// monitor's own heap, stacks and data.
+    anon_beyond_kib: Option<u64>,
+    /// Largest sampled `RssFile`: mapped executable and library pages, shared with the
+    /// page cache (and every other process running the same files).
+    file_kib: Option<u64>,
 }
 
 /// Runs `vmm` once; with `sample_memory`, polls its smaps for guest RAM residency.
@@ -141,6 +149,8 @@ fn run_once(vmm: &Vmm, memory_mib: u64, sample_memory: bool) -> Result<Sample, S
     });
 
     let mut guest_rss_kib = None;
+    let mut anon_beyond_kib = None;
+    let mut file_kib = None;
     let (status, rusage) = loop {
         let mut status = 0;
         // SAFETY: all-zero is a valid `rusage` (plain integers and timevals).
@@ -164,6 +174,11 @@ fn run_once(vmm: &Vmm, memory_mib: u64, sample_memory: bool) -> Result<Sample, S
         if sample_memory {
             if let Some(kib) = guest_ram_rss_kib(pid, memory_mib * 1024) {
                 guest_rss_kib = Some(guest_rss_kib.unwrap_or(0).max(kib));
+                if let Some((anon, file)) = anon_and_file_rss_kib(pid) {
+                    let beyond = anon.saturating_sub(kib);
+                    anon_beyond_kib = Some(anon_beyond_kib.unwrap_or(0).max(beyond));
+                    file_kib = Some(file_kib.unwrap_or(0).max(file));
+                }
             }
             std::thread::sleep(SAMPLE_INTERVAL);
         } else {
@@ -201,7 +216,24 @@ fn run_once(vmm: &Vmm, memory_mib: u64, sample_memory: bool) -> Result<Sample, S
         exit,
         max_rss_kib: u64::try_from(rusage.ru_maxrss).unwrap_or(0),
         guest_rss_kib,
+        anon_beyond_kib,
+        file_kib,
     })
+}
+
+/// `RssAnon` and `RssFile` from `/proc/<pid>/status`, in KiB.
+fn anon_and_file_rss_kib(pid: i32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((field("RssAnon:")?, field("RssFile:")?))
 }
 
 /// Sum of the `Rss:` of the mappings whose size is exactly the guest memory size.
@@ -281,7 +313,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn summarize(r: &Results) -> [Stat; 5] {
+fn summarize(r: &Results) -> [Stat; 7] {
     let kib = |v: u64| v as f64 / 1024.0;
     [
         stat(r.timing.iter().map(|s| ms(s.marker)).collect()),
@@ -297,6 +329,18 @@ fn summarize(r: &Results) -> [Stat; 5] {
             r.memory
                 .iter()
                 .map(|s| kib(s.max_rss_kib.saturating_sub(s.guest_rss_kib.unwrap_or(0))))
+                .collect(),
+        ),
+        stat(
+            r.memory
+                .iter()
+                .map(|s| kib(s.anon_beyond_kib.unwrap_or(0)))
+                .collect(),
+        ),
+        stat(
+            r.memory
+                .iter()
+                .map(|s| kib(s.file_kib.unwrap_or(0)))
                 .collect(),
         ),
     ]
@@ -444,6 +488,8 @@ fn bench() -> Result<(), String> {
         ("peak RSS (ru_maxrss)", "MiB"),
         ("guest RAM resident (sampled)", "MiB"),
         ("peak RSS beyond guest RAM", "MiB"),
+        ("  of it anonymous (sampled peak)", "MiB"),
+        ("  file-backed, shared (sampled peak)", "MiB"),
     ];
     for (i, (label, unit)) in labels.iter().enumerate() {
         row(label, unit, &cs[i], qs.as_ref().map(|s| &s[i]));
@@ -454,7 +500,9 @@ fn bench() -> Result<(), String> {
          work (marker -> exit, the same guest code in both) is inflated, while the monitors' \
          start-up runs natively; runs share the CPUs with whatever else runs, hence the spread. \
          RSS beyond guest RAM = ru_maxrss minus the sampled RSS of the guest-memory-sized \
-         mapping(s)."
+         mapping(s); its anonymous part (heap, stacks, data: the monitor's own) is the sampled \
+         RssAnon minus guest RAM, its file-backed part (text and libraries, shared with the page \
+         cache) the sampled RssFile."
     );
     if let Some(e) = qemu_error {
         println!();
