@@ -129,6 +129,9 @@ pub struct LoadedKernel {
     pub entry: u64,
     /// End (exclusive) of the memory the kernel occupies or needs while starting.
     pub end: u64,
+    /// End (exclusive) of the bytes the loader wrote; between it and `end` guest memory
+    /// is as fresh (all zero) as before loading. At most `end`.
+    pub written_end: u64,
     /// The bzImage's setup header, to copy into the zero page.
     pub setup_header: Option<setup_header>,
 }
@@ -176,6 +179,7 @@ pub fn load_kernel(
                 format: KernelFormat::Elf,
                 entry: result.kernel_load.0,
                 end: result.kernel_end,
+                written_end: result.kernel_end,
                 setup_header: None,
             })
         }
@@ -202,6 +206,7 @@ pub fn load_kernel(
                 format: KernelFormat::BzImage,
                 entry: result.kernel_load.0 + STARTUP_64_OFFSET,
                 end: result.kernel_end.max(needed),
+                written_end: result.kernel_end,
                 setup_header: result.setup_header,
             })
         }
@@ -550,6 +555,7 @@ pub(crate) mod tests {
             format: KernelFormat::Elf,
             entry: 0,
             end: u64::MAX,
+            written_end: u64::MAX,
             setup_header: None,
         };
         assert!(load_initrd(&m, &top, &[1; 10], "i", 32 << 20).is_err());

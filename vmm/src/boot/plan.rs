@@ -317,7 +317,6 @@ pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuil
             "command line",
         ),
         (page_floor(EBDA_START), PAGE, "MP table"),
-        (HIMEM_START, page_ceil(kernel.end) - HIMEM_START, "kernel"),
     ];
     if inputs.platform.is_snp_like() {
         normal.push((SETUP_DATA_START, PAGE, "CC blob"));
@@ -338,6 +337,20 @@ pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuil
     for &(gpa, len, what) in &normal {
         regions.extend(measured_regions(&mem, gpa, len, what)?);
     }
+    // The kernel: only what the loader wrote is read back; the rest of the room it needs
+    // to start (a bzImage's init_size, tens of MiB for a distribution kernel) is fresh,
+    // all-zero memory.
+    let kernel_len = page_ceil(kernel.end) - HIMEM_START;
+    let kernel_written = page_ceil(kernel.written_end.min(kernel.end)) - HIMEM_START;
+    regions.extend(measured_regions_zero_tail(
+        &mem,
+        HIMEM_START,
+        kernel_written,
+        kernel_len,
+        "kernel",
+    )?);
+    regions.sort_by_key(|r| r.gpa());
+    normal.push((HIMEM_START, kernel_len, "kernel"));
     let mut taken: Vec<(u64, u64)> = normal.iter().map(|&(g, l, _)| (g, g + l)).collect();
     if inputs.platform.is_snp_like() {
         for (gpa, kind, what) in [
@@ -402,6 +415,48 @@ pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuil
 /// pages, where the guest sees the same bytes and the firmware need not hash them; the
 /// rest as NORMAL pages.
 pub(crate) fn measured_regions(
+    mem: &GuestMemoryMmap,
+    gpa: u64,
+    len: u64,
+    what: &'static str,
+) -> Result<Vec<LaunchRegion<'static>>, PlanBuildError> {
+    measured_regions_zero_tail(mem, gpa, len, len, what)
+}
+
+/// [`measured_regions`] of `gpa .. gpa + len` where only the first `written` bytes
+/// (page-aligned, at most `len`) can be non-zero: the rest is not read, and joins the
+/// last run as ZERO pages. The regions are the same as [`measured_regions`] gives.
+pub(crate) fn measured_regions_zero_tail(
+    mem: &GuestMemoryMmap,
+    gpa: u64,
+    written: u64,
+    len: u64,
+    what: &'static str,
+) -> Result<Vec<LaunchRegion<'static>>, PlanBuildError> {
+    let written = written.min(len);
+    let mut regions = scan_regions(mem, gpa, written, what)?;
+    if written < len {
+        let (tail_gpa, tail_end) = match regions.last() {
+            Some(last) if last.page_type() == PageType::Zero => {
+                let start = last.gpa();
+                regions.pop();
+                (start, gpa + len)
+            }
+            _ => (gpa + written, gpa + len),
+        };
+        regions.push(LaunchRegion::new(
+            tail_gpa,
+            tail_end - tail_gpa,
+            PageType::Zero,
+            RegionRole::Other(what),
+            RegionContents::Zeroes,
+        )?);
+    }
+    Ok(regions)
+}
+
+/// The runs of zero and non-zero pages of `gpa .. gpa + len`, read from `mem`.
+fn scan_regions(
     mem: &GuestMemoryMmap,
     gpa: u64,
     len: u64,
@@ -526,6 +581,45 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::boot::kernel::tests::tiny_elf;
+
+    fn shape(regions: &[LaunchRegion<'_>]) -> Vec<(u64, u64, PageType)> {
+        regions
+            .iter()
+            .map(|r| (r.gpa(), r.len(), r.page_type()))
+            .collect()
+    }
+
+    /// Reading only the written part gives the regions a scan of the whole range gives,
+    /// whether the written part ends in a zero page (the runs join) or a non-zero one.
+    #[test]
+    fn a_zero_tail_is_not_read_and_gives_the_same_regions() {
+        let mem = create_guest_memory(MemorySize(16 << 20)).unwrap();
+        let base = 0x10_0000u64;
+        let page = PAGE_SIZE as u64;
+        mem.write_slice(&[1; 10], GuestAddress(base + page))
+            .unwrap();
+        mem.write_slice(&[2; 10], GuestAddress(base + 5 * page))
+            .unwrap();
+        let len = 64 * page;
+        let full = measured_regions(&mem, base, len, "k").unwrap();
+        for written in [6 * page, 8 * page, len] {
+            let tail = measured_regions_zero_tail(&mem, base, written, len, "k").unwrap();
+            assert_eq!(shape(&tail), shape(&full), "written {written:#x}");
+        }
+        assert_eq!(
+            shape(&full),
+            vec![
+                (base, page, PageType::Zero),
+                (base + page, page, PageType::Normal),
+                (base + 2 * page, 3 * page, PageType::Zero),
+                (base + 5 * page, page, PageType::Normal),
+                (base + 6 * page, 58 * page, PageType::Zero),
+            ]
+        );
+        // Written part ending on a non-zero page: the tail is a run of its own.
+        let tail = measured_regions_zero_tail(&mem, base, 6 * page, len, "k").unwrap();
+        assert_eq!(tail.last().unwrap().gpa(), base + 6 * page);
+    }
 
     fn inputs<'a>(kernel: &'a [u8], cmdline: &'a str, platform: Platform) -> LayoutInputs<'a> {
         LayoutInputs {

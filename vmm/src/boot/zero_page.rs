@@ -113,6 +113,7 @@ mod tests {
             format: KernelFormat::Elf,
             entry: 0x20_0000,
             end: 0x30_0000,
+            written_end: 0x30_0000,
             setup_header: None,
         }
     }
@@ -169,6 +170,7 @@ mod tests {
             format: KernelFormat::BzImage,
             entry: 0x10_0200,
             end: 0x50_0000,
+            written_end: 0x50_0000,
             setup_header: Some(hdr),
         };
         let params = build_boot_params(&BootInfo {
