@@ -52,7 +52,7 @@ startup_64:
     xorl %r13d, %r13d               # KIND_LINUX64
 
     # The loader's C-bit: bit 51 of its PML4[0] (set only for an SEV-SNP guest, whose
-    # data accesses must then carry it too). R14 = 1 << 51 or 0, ORed into every entry.
+    # data accesses must then carry it too). R14 = 1 << 51 or 0, ORed into the entries below.
     movq %cr3, %rax
     movabsq $0x0007fffffffff000, %rcx
     andq %rcx, %rax
