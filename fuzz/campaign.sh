@@ -9,8 +9,9 @@
 #
 #   usage: fuzz/campaign.sh SECONDS [TARGET...]     (default: every target)
 #
-#   FUZZ_JOBS_LOG=DIR   where each target's libFuzzer log goes (default: fuzz/target/campaign-logs,
-#                       emptied at the start of each run)
+#   FUZZ_JOBS_LOG=DIR   where each target's libFuzzer log goes (default: fuzz/target/campaign-logs;
+#                       a run replaces the logs of its own targets only, so runs of different
+#                       targets can share it at the same time)
 #   FUZZ_RESEED=1       regenerate the seeds even when the corpus has them
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,7 +26,9 @@ else
 fi
 logs="${FUZZ_JOBS_LOG:-target/campaign-logs}"
 mkdir -p "$logs" artifacts
-rm -f "$logs"/*.log
+for target in "${targets[@]}"; do
+  rm -f "$logs/$target.log"
+done
 
 fuzz_build
 
