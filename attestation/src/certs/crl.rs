@@ -3,7 +3,9 @@
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use super::{classify_signature_alg, first_cn_of, looks_like_pem, verify_rsa_pss, CertError};
+use super::{
+    check_pem_armor, classify_signature_alg, first_cn_of, looks_like_pem, verify_rsa_pss, CertError,
+};
 use super::{Certificate, SignatureAlg};
 
 /// A parsed CRL with the facts the verifier needs.
@@ -33,6 +35,7 @@ impl Crl {
             detail,
         };
         let der = if looks_like_pem(bytes) {
+            check_pem_armor(bytes).map_err(|e| not_crl(format!("malformed PEM: {e}")))?;
             let mut found = None;
             for pem in x509_parser::pem::Pem::iter_from_buffer(bytes) {
                 let pem = pem.map_err(|e| not_crl(format!("malformed PEM: {e}")))?;

@@ -415,6 +415,10 @@ impl Certificate {
     /// Parses a file's bytes: one DER certificate, or one or more PEM certificates.
     pub fn parse_all(bytes: &[u8], what: &str) -> Result<Vec<Self>, CertError> {
         if looks_like_pem(bytes) {
+            check_pem_armor(bytes).map_err(|detail| CertError::Pem {
+                what: what.to_string(),
+                detail,
+            })?;
             let mut out = Vec::new();
             for pem in x509_parser::pem::Pem::iter_from_buffer(bytes) {
                 let pem = pem.map_err(|e| CertError::Pem {
@@ -521,6 +525,53 @@ pub(crate) fn looks_like_pem(bytes: &[u8]) -> bool {
         .and_then(|i| bytes.get(i..))
         .unwrap_or(&[]);
     trimmed.starts_with(b"-----BEGIN")
+}
+
+/// Checks every PEM armor line of `text` (a line starting with `-----BEGIN` or
+/// `-----END`) against RFC 7468: `-----BEGIN label-----` with a label of printable
+/// characters other than `-`, single hyphens or spaces between them. `x509-parser`'s PEM
+/// reader is laxer (it reads `-----BEGIN CERTIFICATE--x y-----` as a CERTIFICATE block);
+/// a mangled boundary is refused here, naming its line, rather than guessed at.
+pub(crate) fn check_pem_armor(bytes: &[u8]) -> Result<(), String> {
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let label = if let Some(rest) = line.strip_prefix(b"-----BEGIN") {
+            rest
+        } else if let Some(rest) = line.strip_prefix(b"-----END") {
+            rest
+        } else {
+            continue;
+        };
+        let valid = label
+            .strip_prefix(b" ")
+            .and_then(|l| l.strip_suffix(b"-----"))
+            .is_some_and(valid_pem_label);
+        if !valid {
+            return Err(format!(
+                "line {}: {:?} is not an RFC 7468 boundary (-----BEGIN LABEL-----)",
+                index + 1,
+                String::from_utf8_lossy(&line[..line.len().min(80)])
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 7468 `label`: printable ASCII other than `-` (labelchar), with at most one `-` or
+/// space between two labelchars; empty is allowed.
+fn valid_pem_label(label: &[u8]) -> bool {
+    let labelchar = |b: u8| (0x21..=0x7e).contains(&b) && b != b'-';
+    let mut previous_separator = true;
+    for &b in label {
+        if labelchar(b) {
+            previous_separator = false;
+        } else if (b == b'-' || b == b' ') && !previous_separator {
+            previous_separator = true;
+        } else {
+            return false;
+        }
+    }
+    label.is_empty() || !previous_separator
 }
 
 #[cfg(test)]

@@ -174,3 +174,42 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A mangled armor line is refused, naming its line, even where x509-parser's lenient PEM
+/// reader would take the block (found by the `certificates` fuzz target:
+/// `fuzz/regressions/certificates/mangled-begin-line`).
+#[test]
+fn a_mangled_pem_boundary_is_refused() {
+    let good = std::fs::read_to_string(vec_path("milan-v2-vcek/chain.pem")).unwrap();
+    assert!(Certificate::parse_all(good.as_bytes(), "chain").is_ok());
+    let bad = good.replacen(
+        "-----BEGIN CERTIFICATE-----",
+        "-----BEGIN CERTIFICATE--ta Clara1CERTIFICATE-----",
+        1,
+    );
+    let err = Certificate::parse_all(bad.as_bytes(), "chain").unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("malformed PEM") && msg.contains("line 1"),
+        "{msg}"
+    );
+    for (label, ok) in [
+        ("CERTIFICATE", true),
+        ("X509 CRL", true),
+        ("EC PRIVATE KEY", true),
+        ("A-B", true),
+        ("", true),
+        ("CERTIFICATE--X", false),
+        (" CERTIFICATE", false),
+        ("CERTIFICATE ", false),
+        ("A  B", false),
+        ("-A", false),
+    ] {
+        assert_eq!(valid_pem_label(label.as_bytes()), ok, "{label:?}");
+    }
+    assert!(
+        check_pem_armor(b"-----BEGIN X509 CRL-----\r\nAA==\r\n-----END X509 CRL-----\r\n").is_ok()
+    );
+    assert!(check_pem_armor(b"-----BEGINCERTIFICATE-----\n").is_err());
+    assert!(check_pem_armor(b"-----END CERTIFICATE----\n").is_err());
+}
