@@ -306,52 +306,49 @@ pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuil
     let cr3 =
         write_identity_tables_with_c_bit(&mem, c_bit).map_err(write_err("the page tables"))?;
 
-    // The measured regions, by GPA.
-    let mut normal: Vec<(u64, u64, &'static str)> = vec![
-        (0, PAGE, "boot GDT and IDT"),
-        (ZERO_PAGE_START, PAGE, "zero page"),
-        (PML4_START, 3 * PAGE, "page tables"),
-        (
+    // The measured regions, by GPA: (gpa, len, bytes from gpa that can be non-zero, what).
+    // Only the kernel has less written than its length: the rest of the room it needs to
+    // start (a bzImage's init_size, tens of MiB for a distribution kernel) is fresh,
+    // all-zero memory, and is not read back.
+    let whole = |gpa: u64, len: u64, what: &'static str| (gpa, len, len, what);
+    let kernel_len = page_ceil(kernel.end) - HIMEM_START;
+    let mut normal: Vec<(u64, u64, u64, &'static str)> = vec![
+        whole(0, PAGE, "boot GDT and IDT"),
+        whole(ZERO_PAGE_START, PAGE, "zero page"),
+        whole(PML4_START, 3 * PAGE, "page tables"),
+        whole(
             CMDLINE_START,
             page_ceil(cmdline_len as u64 + 1),
             "command line",
         ),
-        (page_floor(EBDA_START), PAGE, "MP table"),
+        whole(page_floor(EBDA_START), PAGE, "MP table"),
+        (
+            HIMEM_START,
+            kernel_len,
+            page_ceil(kernel.written_end) - HIMEM_START,
+            "kernel",
+        ),
     ];
     if inputs.platform.is_snp_like() {
-        normal.push((SETUP_DATA_START, PAGE, "CC blob"));
+        normal.push(whole(SETUP_DATA_START, PAGE, "CC blob"));
     }
     let acpi_end = used_extent(&mem, ACPI_START, HIMEM_START)?;
     if acpi_end > ACPI_START {
-        normal.push((ACPI_START, acpi_end - ACPI_START, "ACPI tables"));
+        normal.push(whole(ACPI_START, acpi_end - ACPI_START, "ACPI tables"));
     }
     if let Some((addr, len)) = initrd {
         if len > 0 {
             let start = page_floor(addr);
-            normal.push((start, page_ceil(addr + len) - start, "initrd"));
+            normal.push(whole(start, page_ceil(addr + len) - start, "initrd"));
         }
     }
     normal.sort_by_key(|r| r.0);
 
     let mut regions = Vec::new();
-    for &(gpa, len, what) in &normal {
-        regions.extend(measured_regions(&mem, gpa, len, what)?);
+    for &(gpa, len, written, what) in &normal {
+        regions.extend(measured_regions_zero_tail(&mem, gpa, written, len, what)?);
     }
-    // The kernel: only what the loader wrote is read back; the rest of the room it needs
-    // to start (a bzImage's init_size, tens of MiB for a distribution kernel) is fresh,
-    // all-zero memory.
-    let kernel_len = page_ceil(kernel.end) - HIMEM_START;
-    let kernel_written = page_ceil(kernel.written_end.min(kernel.end)) - HIMEM_START;
-    regions.extend(measured_regions_zero_tail(
-        &mem,
-        HIMEM_START,
-        kernel_written,
-        kernel_len,
-        "kernel",
-    )?);
-    regions.sort_by_key(|r| r.gpa());
-    normal.push((HIMEM_START, kernel_len, "kernel"));
-    let mut taken: Vec<(u64, u64)> = normal.iter().map(|&(g, l, _)| (g, g + l)).collect();
+    let mut taken: Vec<(u64, u64)> = normal.iter().map(|&(g, l, _, _)| (g, g + l)).collect();
     if inputs.platform.is_snp_like() {
         for (gpa, kind, what) in [
             (CPUID_PAGE_START, PageType::Cpuid, "CPUID page"),
