@@ -35,6 +35,7 @@
 pub mod block;
 pub mod mmio;
 pub mod queue;
+pub mod transport;
 
 use std::io;
 use std::path::PathBuf;
@@ -46,8 +47,9 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::devices::bus::SharedDevice;
 
 pub use block::Block;
-pub use mmio::{MmioFrontend, MmioTransport, NotifiedDevice, QueueNotifier};
+pub use mmio::{MmioFrontend, MmioTransport};
 pub use queue::{ChainError, Descriptor, QueueError, RingFeatures, SplitQueue};
+pub use transport::{Interrupt, InterruptSink, NotifiedDevice, QueueNotifier, VirtioState};
 
 /// Size of the MMIO window of one virtio-mmio device (registers + config space).
 pub const MMIO_WINDOW_SIZE: u64 = 0x1000;

@@ -306,6 +306,12 @@ impl SplitQueue {
         self.queue.ready()
     }
 
+    /// The queue's registers as the driver last wrote them (what a transport that lets the
+    /// driver read them back, like virtio-pci's common configuration, returns).
+    pub fn registers(&self) -> &QueueRegisters {
+        &self.registers
+    }
+
     /// The registers the driver may still write, or `None` while the queue is ready.
     pub fn registers_mut(&mut self) -> Option<&mut QueueRegisters> {
         (!self.queue.ready()).then_some(&mut self.registers)

@@ -1,0 +1,327 @@
+//! What every virtio transport shares (virtio 1.x spec 2.1, 3.1): the device status
+//! machine, feature negotiation, making queues ready, and serving notified queues. The
+//! transports ([`super::mmio`], [`super::pci`]) decode their own registers and call in
+//! here, so a rule (no request before FEATURES_OK and DRIVER_OK, DEVICE_NEEDS_RESET only
+//! cleared by a reset, a queue reconfigured only while it is not ready) holds the same on
+//! both.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use vm_memory::GuestMemory;
+
+use super::queue::{QueueRegisters, RingFeatures, SplitQueue};
+use super::{status, GuestErrorLog, VirtioDevice, VIRTIO_F_VERSION_1};
+
+/// Why a device interrupts its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// Queue `n` put buffers in its used ring.
+    Queue(u16),
+    /// The configuration, or the device status (DEVICE_NEEDS_RESET), changed.
+    Config,
+}
+
+/// Where a transport delivers its device's interrupts: one line and a status register
+/// (virtio-mmio), or one MSI-X vector per queue (virtio-pci).
+pub trait InterruptSink: Send + Sync {
+    /// Raises the interrupt for `why`.
+    fn signal(&self, why: Interrupt);
+}
+
+/// Hands a queue notification to whoever serves the device (its thread's eventfd).
+pub trait QueueNotifier: Send + Sync {
+    /// Queue `index` has new buffers.
+    fn notify(&self, index: u32) -> std::io::Result<()>;
+}
+
+impl QueueNotifier for vmm_sys_util::eventfd::EventFd {
+    fn notify(&self, _index: u32) -> std::io::Result<()> {
+        self.write(1)
+    }
+}
+
+/// What a device thread drives: the queues notified since it last looked.
+pub trait NotifiedDevice: Send {
+    /// Serves every queue with pending notifications (and, after a notification that
+    /// bypassed the transport through a KVM ioeventfd, every ready queue).
+    fn serve_notified(&mut self);
+}
+
+/// Marks queue `index` pending and wakes the device thread.
+pub(super) fn signal_pending(notifier: &dyn QueueNotifier, pending: &AtomicU64, index: u32) {
+    if index < 64 {
+        pending.fetch_or(1 << index, Ordering::AcqRel);
+    }
+    if let Err(e) = notifier.notify(index) {
+        log::error!("virtio: cannot signal the device thread: {e}");
+    }
+}
+
+/// The transport-independent state of one virtio device: the device, the guest memory it
+/// reaches, its queues, the negotiated features and the status register.
+pub struct VirtioState<D: VirtioDevice, M: GuestMemory> {
+    pub(super) device: D,
+    pub(super) mem: M,
+    irq: Arc<dyn InterruptSink>,
+    pub(super) queues: Vec<SplitQueue>,
+    driver_features: u64,
+    device_status: u32,
+    pub(super) guest_errors: GuestErrorLog,
+    /// Where a queue notification goes when the device works on its own thread (the vCPU
+    /// then only signals it); `None`: the notification is served in place.
+    notifier: Option<Arc<dyn QueueNotifier>>,
+    /// Queues notified and not yet served (bit per queue), for the device thread.
+    pending: Arc<AtomicU64>,
+    /// The transport's name in messages ("virtio-mmio", "virtio-pci").
+    pub(super) name: &'static str,
+}
+
+impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
+    /// `device` reaching the guest's memory through `mem`, interrupting through `irq`.
+    pub fn new(device: D, mem: M, irq: Arc<dyn InterruptSink>, name: &'static str) -> Self {
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .map(|&max| SplitQueue::new(max))
+            .collect();
+        Self {
+            device,
+            mem,
+            irq,
+            queues,
+            driver_features: 0,
+            device_status: 0,
+            guest_errors: GuestErrorLog::default(),
+            notifier: None,
+            pending: Arc::new(AtomicU64::new(0)),
+            name,
+        }
+    }
+
+    /// Hands queue notifications to `notifier` instead of serving them on the notifying
+    /// (vCPU) thread.
+    pub fn set_notifier(&mut self, notifier: Arc<dyn QueueNotifier>) {
+        self.notifier = Some(notifier);
+    }
+
+    /// The pending-queue bits a front end sets without the transport's lock.
+    pub(super) fn pending(&self) -> Arc<AtomicU64> {
+        self.pending.clone()
+    }
+
+    /// The status register.
+    pub fn device_status(&self) -> u32 {
+        self.device_status
+    }
+
+    /// True once the device marked itself as needing a reset.
+    pub fn is_broken(&self) -> bool {
+        self.device_status & status::DEVICE_NEEDS_RESET != 0
+    }
+
+    /// 32 bits of the device's features: word `select` (0: bits 0-31, 1: bits 32-63,
+    /// others 0).
+    pub fn device_features_word(&self, select: u32) -> u32 {
+        let features = self.device.device_features();
+        match select {
+            0 => features as u32,
+            1 => (features >> 32) as u32,
+            _ => 0,
+        }
+    }
+
+    /// 32 bits of the features the driver accepted so far, as [`Self::device_features_word`].
+    pub fn driver_features_word(&self, select: u32) -> u32 {
+        match select {
+            0 => self.driver_features as u32,
+            1 => (self.driver_features >> 32) as u32,
+            _ => 0,
+        }
+    }
+
+    /// The driver writes word `select` of its features: only while it negotiates (DRIVER
+    /// set, FEATURES_OK not yet).
+    pub fn write_driver_features(&mut self, select: u32, value: u32) {
+        let negotiating = self.device_status & status::DRIVER != 0
+            && self.device_status & status::FEATURES_OK == 0;
+        if !negotiating {
+            self.guest_errors.log(format_args!(
+                "{}: driver features written outside negotiation; ignored",
+                self.name
+            ));
+            return;
+        }
+        let value = u64::from(value);
+        match select {
+            0 => self.driver_features = (self.driver_features & !0xffff_ffff) | value,
+            1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (value << 32),
+            _ => {}
+        }
+    }
+
+    /// Queue `index`, if the device has it.
+    pub fn queue(&self, index: u32) -> Option<&SplitQueue> {
+        self.queues.get(index as usize)
+    }
+
+    /// The registers of queue `index` if the driver may still configure it (it exists and
+    /// is not ready; reconfiguring a ready queue is logged and ignored).
+    pub fn configurable_queue(&mut self, index: u32) -> Option<&mut QueueRegisters> {
+        if self
+            .queues
+            .get(index as usize)
+            .is_some_and(SplitQueue::is_ready)
+        {
+            self.guest_errors.log(format_args!(
+                "{}: driver reconfigures queue {index} while it is ready; ignored",
+                self.name
+            ));
+            return None;
+        }
+        self.queues
+            .get_mut(index as usize)
+            .and_then(SplitQueue::registers_mut)
+    }
+
+    /// The ring features the driver accepted (none before FEATURES_OK).
+    fn ring_features(&self) -> RingFeatures {
+        if self.device_status & status::FEATURES_OK == 0 {
+            return RingFeatures::default();
+        }
+        RingFeatures::from_acked(self.driver_features)
+    }
+
+    /// Back to the state after construction: queues, device, features, status. The
+    /// guest-error budget is kept, so resetting does not buy a guest more warnings.
+    pub fn reset(&mut self) {
+        self.queues.iter_mut().for_each(SplitQueue::reset);
+        self.device.reset();
+        self.driver_features = 0;
+        self.device_status = 0;
+    }
+
+    /// Raises the interrupt for `why`.
+    pub fn raise(&self, why: Interrupt) {
+        self.irq.signal(why);
+    }
+
+    /// Marks the device broken (spec 2.1.2: DEVICE_NEEDS_RESET plus a configuration
+    /// change notification).
+    pub fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
+        if !self.is_broken() {
+            // Through the device's guest-error budget, which a reset does not refill: a
+            // guest that breaks the queue, resets and breaks it again cannot flood the log.
+            self.guest_errors.log(format_args!(
+                "{}: device {} needs a reset: {why}",
+                self.name,
+                self.device.device_type()
+            ));
+            self.device_status |= status::DEVICE_NEEDS_RESET;
+            self.raise(Interrupt::Config);
+        }
+    }
+
+    /// The driver writes the status register. 0 resets the device: the caller resets its
+    /// own registers too (it sees `value == 0`).
+    pub fn write_status(&mut self, value: u32) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let newly_set = value & !self.device_status;
+        let mut value = value;
+        if newly_set & status::FEATURES_OK != 0 {
+            let offered = self.device.device_features();
+            let acked = self.driver_features;
+            if acked & !offered != 0 || acked & VIRTIO_F_VERSION_1 == 0 {
+                self.guest_errors.log(format_args!(
+                    "{}: driver features {acked:#x} are not a subset of {offered:#x} \
+                     with VIRTIO_F_VERSION_1; FEATURES_OK refused",
+                    self.name
+                ));
+                value &= !status::FEATURES_OK;
+            } else {
+                self.device.set_acked_features(acked);
+            }
+        }
+        // DEVICE_NEEDS_RESET belongs to the device; the driver can only clear it by reset.
+        value = (value & !status::DEVICE_NEEDS_RESET)
+            | (self.device_status & status::DEVICE_NEEDS_RESET);
+        self.device_status = value;
+    }
+
+    /// The driver enables (`true`) or disables queue `index`. Enabling checks the queue's
+    /// registers against guest memory; a queue that fails breaks the device.
+    pub fn set_queue_ready(&mut self, index: u32, ready: bool) {
+        let features = self.ring_features();
+        let Some(queue) = self.queues.get_mut(index as usize) else {
+            return;
+        };
+        if !ready {
+            queue.disable();
+            return;
+        }
+        if queue.is_ready() {
+            return;
+        }
+        if let Err(e) = queue.activate(&self.mem, features) {
+            self.mark_broken(&format_args!("queue {index}: {e}"));
+        }
+    }
+
+    /// The driver notified queue `index`: handed to the device thread, or served here.
+    pub fn notify(&mut self, index: u32) {
+        match &self.notifier {
+            Some(notifier) => signal_pending(notifier.as_ref(), &self.pending, index),
+            None => self.serve(index),
+        }
+    }
+
+    /// Serves queue `index` (on whichever thread serves the device).
+    pub fn serve(&mut self, index: u32) {
+        // Requests only once the driver is fully set up (spec 3.1.1: FEATURES_OK, then
+        // DRIVER_OK); a DRIVER_OK without accepted features serves nothing.
+        let ready = status::FEATURES_OK | status::DRIVER_OK;
+        let driver_ok = self.device_status & ready == ready;
+        if !driver_ok || self.is_broken() {
+            log::debug!(
+                "{}: notify for queue {index} ignored (status {:#x})",
+                self.name,
+                self.device_status
+            );
+            return;
+        }
+        let i = index as usize;
+        let Some(queue) = self.queues.get_mut(i) else {
+            self.guest_errors.log(format_args!(
+                "{}: notify for queue {index}, which does not exist",
+                self.name
+            ));
+            return;
+        };
+        if !queue.is_ready() {
+            return;
+        }
+        match self.device.process_queue(i, queue, &self.mem) {
+            // `i` < the queue count, which came from a slice of u16 sizes: far below 2^16.
+            Ok(true) => self.raise(Interrupt::Queue(index as u16)),
+            Ok(false) => {}
+            Err(e) => self.mark_broken(&format_args!("queue {index}: {e}")),
+        }
+    }
+
+    /// Serves every queue with a pending notification; after a notification that came
+    /// through a KVM ioeventfd (none pending), every queue.
+    pub fn serve_notified(&mut self) {
+        let pending = match self.pending.swap(0, Ordering::AcqRel) {
+            0 => u64::MAX,
+            bits => bits,
+        };
+        for index in 0..self.queues.len().min(64) {
+            if pending & (1 << index) != 0 {
+                self.serve(index as u32);
+            }
+        }
+    }
+}
