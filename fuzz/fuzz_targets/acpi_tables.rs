@@ -20,6 +20,7 @@ struct Input {
     vcpus: u8,
     slots: Vec<Slot>,
     sleep_control_port: u16,
+    pci: bool,
 }
 
 fuzz_target!(|input: Input| {
@@ -36,6 +37,7 @@ fuzz_target!(|input: Input| {
             })
             .collect(),
         sleep_control_port: input.sleep_control_port,
+        pci: input.pci,
     };
     let Ok(tables) = build_tables(&cfg) else {
         return;

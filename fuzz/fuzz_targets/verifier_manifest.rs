@@ -113,6 +113,7 @@ fn manifest_page(kernel: &[u8], memory_mib: u64, vcpus: u8, platform: Platform) 
             vcpus,
             memory: MemorySize(memory_mib << 20),
             devices: &[],
+            pci: false,
             platform,
             policy: 0x3_0000,
             host_data: [0; 32],

@@ -145,6 +145,7 @@ fn seeds(out: &mut Seeds) {
             vcpus: 1,
             memory: MemorySize(mib << 20),
             devices: &[],
+            pci: false,
             platform,
             policy: 0x3_0000,
             host_data: [0; 32],

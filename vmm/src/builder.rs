@@ -18,8 +18,10 @@ use crate::acpi;
 use crate::backend::{BackendError, LaunchBackend, PlainBackend, SnpBackend};
 use crate::boot::kernel::{detect_format, LoadError};
 use crate::boot::layout::{
-    MmioSlot, ACPI_SLEEP_CONTROL_PORT, CMOS_RTC_PORT, CMOS_RTC_PORT_COUNT, COM1_IRQ, COM1_PORT,
-    COM1_PORT_COUNT, DEBUG_EXIT_PORT, GUEST_REQUEST_PORT, I8042_PORT, IRQ_MAX, VIRTIO_GSI_START,
+    MmioSlot, PciSlot, VirtioTransport, ACPI_SLEEP_CONTROL_PORT, CMOS_RTC_PORT,
+    CMOS_RTC_PORT_COUNT, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT, DEBUG_EXIT_PORT, GUEST_REQUEST_PORT,
+    I8042_PORT, IRQ_MAX, MSI_GSI_END, MSI_GSI_START, PCI_MMIO_SIZE, PCI_MMIO_START,
+    VIRTIO_GSI_START,
 };
 use crate::boot::mptable::MpTableError;
 use crate::boot::plan::{BootLayout, LayoutInputs, PlanBuildError, Platform};
@@ -28,6 +30,10 @@ use crate::config::{DiskSpec, KernelSource, SerialMode, VmConfig};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::exit::ExitHandle;
 use crate::devices::legacy::{AcpiSleepControl, DebugExit, I8042};
+use crate::devices::pci::{
+    PciConfigIo, PciHost, PciMmioWindow, PciRoot, CONFIG_IO_LEN as PCI_CONFIG_IO_LEN,
+    CONFIG_IO_PORT as PCI_CONFIG_IO_PORT,
+};
 use crate::devices::rtc::CmosRtc;
 use crate::devices::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::sim_vmgexit::SimVmgexit;
@@ -126,9 +132,16 @@ pub enum BuildError {
     /// A disk could not be attached.
     #[error(transparent)]
     Disk(#[from] virtio::VirtioError),
-    /// More disks than interrupt lines.
-    #[error("too many disks ({0}): at most {max} fit the interrupt lines", max = IRQ_MAX - VIRTIO_GSI_START + 1)]
-    TooManyDisks(usize),
+    /// More disks than the transport has room for.
+    #[error("too many disks ({count}): at most {max} fit {room}")]
+    TooManyDisks {
+        /// Disks asked for.
+        count: usize,
+        /// How many fit.
+        max: usize,
+        /// What runs out.
+        room: &'static str,
+    },
     /// A vCPU could not be set up.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
@@ -388,7 +401,7 @@ pub fn build_with_id_block(
     if detect_format(&kernel_image).is_none() {
         return Err(LoadError::UnknownFormat(kernel_name).into());
     }
-    let (slots, cmdline) = disk_layout(config.disks.len(), &config.cmdline)?;
+    let (slots, cmdline) = disk_layout(config.disks.len(), config.virtio, &config.cmdline)?;
     if config.boot == BootLayout::Verifier && !config.platform.is_snp_like() {
         return Err(BuildError::Platform(
             "--boot verifier is a layout for measured launches: use it with --platform sim or snp"
@@ -402,7 +415,8 @@ pub fn build_with_id_block(
         cmdline: &cmdline,
         vcpus: config.vcpus,
         memory: config.memory,
-        devices: &slots,
+        devices: &slots.mmio,
+        pci: !slots.pci.is_empty(),
         platform: config.platform,
         policy: guest_policy,
         host_data: config.host_data,
@@ -548,7 +562,17 @@ pub fn build_with_id_block(
         vmgexit_ports = Some(ports);
     }
 
-    let device_workers = attach_virtio_disks(vm, &mem, &mut mmio, &config.disks, &slots)?;
+    let mut device_workers = attach_virtio_disks(vm, &mem, &mut mmio, &config.disks, &slots.mmio)?;
+    if !slots.pci.is_empty() {
+        device_workers.extend(attach_pci_disks(
+            vm,
+            &mem,
+            &mut pio,
+            &mut mmio,
+            &config.disks,
+            &slots.pci,
+        )?);
+    }
 
     register_kick_handler()
         .map_err(|e| host("installing the vCPU kick signal handler")(e.into()))?;
@@ -722,18 +746,51 @@ pub fn describe_launch(
     }
 }
 
-/// Where `disks` virtio-blk devices go, and the command line and device list the plan
+/// Where the disks go: virtio-mmio slots or virtio-pci functions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskLayout {
+    /// virtio-mmio slots (with `--virtio mmio`).
+    pub mmio: Vec<MmioSlot>,
+    /// virtio-pci functions (with `--virtio pci`); the machine has PCI bus 0 only if
+    /// there is one.
+    pub pci: Vec<PciSlot>,
+}
+
+/// Where `disks` virtio-blk devices go on `transport`, and the command line the plan
 /// announces them with (shared by `run` and `measure --layout cloister`, so both see the
 /// same guest).
 pub fn disk_layout(
     disks: usize,
+    transport: VirtioTransport,
     user_cmdline: &str,
-) -> Result<(Vec<MmioSlot>, String), BuildError> {
-    let slots = (0..disks)
-        .map(|i| MmioSlot::nth(i).ok_or(BuildError::TooManyDisks(disks)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let cmdline = guest_cmdline(user_cmdline, &slots);
-    Ok((slots, cmdline))
+) -> Result<(DiskLayout, String), BuildError> {
+    let mut layout = DiskLayout::default();
+    match transport {
+        VirtioTransport::Mmio => {
+            layout.mmio = (0..disks)
+                .map(|i| {
+                    MmioSlot::nth(i).ok_or(BuildError::TooManyDisks {
+                        count: disks,
+                        max: (IRQ_MAX - VIRTIO_GSI_START + 1) as usize,
+                        room: "the interrupt lines of virtio-mmio",
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+        VirtioTransport::Pci => {
+            layout.pci = (0..disks)
+                .map(|i| {
+                    PciSlot::nth(i, virtio::pci::BAR_SIZE).ok_or(BuildError::TooManyDisks {
+                        count: disks,
+                        max: 31,
+                        room: "PCI bus 0",
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+    }
+    let cmdline = guest_cmdline(user_cmdline, &layout.mmio);
+    Ok((layout, cmdline))
 }
 
 /// The command line the guest gets: the user's, then one `virtio_mmio.device=` per slot.
@@ -815,6 +872,96 @@ fn attach_virtio_disks(
             slot.gsi
         );
     }
+    Ok(workers)
+}
+
+/// Puts PCI bus 0 on the buses (configuration ports, the BAR window) with one
+/// virtio-blk-pci function per disk: MSI-X vectors on irqfds of their own GSIs (routed
+/// when the guest programs them), an ioeventfd per queue on its notify address; returns
+/// the workers that serve them off the vCPU threads.
+fn attach_pci_disks(
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    pio: &mut Bus,
+    mmio: &mut Bus,
+    disks: &[DiskSpec],
+    slots: &[PciSlot],
+) -> Result<Vec<DeviceWorker>, BuildError> {
+    let pci_host: Arc<dyn PciHost> = vm.pci_host();
+    let mut root = PciRoot::new();
+    let mut workers = Vec::with_capacity(disks.len());
+    let mut next_gsi = MSI_GSI_START;
+    for (index, (disk, slot)) in disks.iter().zip(slots).enumerate() {
+        let block = virtio::Block::open(disk)?;
+        let vectors = virtio::VirtioDevice::queue_max_sizes(&block).len() + 1;
+        let mut vector_irqs: Vec<Arc<dyn virtio::IrqTrigger>> = Vec::with_capacity(vectors);
+        let mut vector_gsis = Vec::with_capacity(vectors);
+        for _ in 0..vectors {
+            if next_gsi > MSI_GSI_END {
+                return Err(BuildError::TooManyDisks {
+                    count: disks.len(),
+                    max: index,
+                    room: "the MSI GSIs",
+                });
+            }
+            let irq = EventFd::new(EFD_NONBLOCK).map_err(host("creating an MSI-X vector event"))?;
+            vm.register_irqfd(&irq, next_gsi)?;
+            vector_irqs.push(Arc::new(irq));
+            vector_gsis.push(next_gsi);
+            next_gsi += 1;
+        }
+        let notify = Arc::new(EventFd::new(0).map_err(host("creating a disk notify event"))?);
+        let function = virtio::pci::VirtioPciFunction::new(
+            block,
+            mem.clone(),
+            virtio::pci::PciWiring {
+                bar0: slot.bar0,
+                window: PCI_MMIO_START..PCI_MMIO_START + PCI_MMIO_SIZE,
+                vector_irqs,
+                vector_gsis: vector_gsis.clone(),
+                host: pci_host.clone(),
+                notify: Some(notify.clone()),
+            },
+        );
+        workers.push(DeviceWorker {
+            name: format!("virtio-blk{index}"),
+            device: function.transport(),
+            notify,
+        });
+        root.add(usize::from(slot.device), Arc::new(Mutex::new(function)))
+            .map_err(|e| BuildError::Platform(format!("disk {index}: {e}")))?;
+        log::info!(
+            "disk {} ({}) at PCI 00:{:02x}.0, BAR0 {:#x}, MSI-X GSIs {:?}",
+            disk.path.display(),
+            if disk.readonly {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            slot.device,
+            slot.bar0,
+            vector_gsis
+        );
+    }
+    let root = Arc::new(root);
+    pio.insert(
+        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+        PCI_CONFIG_IO_PORT,
+        PCI_CONFIG_IO_LEN,
+    )
+    .map_err(|source| BuildError::Bus {
+        what: "the PCI configuration ports",
+        source,
+    })?;
+    mmio.insert(
+        Arc::new(Mutex::new(PciMmioWindow::new(PCI_MMIO_START, root))),
+        PCI_MMIO_START,
+        PCI_MMIO_SIZE,
+    )
+    .map_err(|source| BuildError::Bus {
+        what: "the PCI memory window",
+        source,
+    })?;
     Ok(workers)
 }
 

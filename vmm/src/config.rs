@@ -15,6 +15,9 @@ pub const DEFAULT_MEMORY: &str = "128M";
 /// Errors in the user's VM description.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// Unknown `--virtio`.
+    #[error("--virtio: {0}")]
+    Virtio(String),
     /// Unknown `--platform`.
     #[error("--platform {0:?} is not one of none, sim, snp")]
     Platform(String),
@@ -175,6 +178,8 @@ pub struct VmConfig {
     pub guest_certs: Option<PathBuf>,
     /// How the kernel is booted (`--boot`).
     pub boot: crate::boot::plan::BootLayout,
+    /// How the disks reach the guest: virtio-pci (default) or virtio-mmio.
+    pub virtio: crate::boot::layout::VirtioTransport,
     /// Test hook: spoil one staged image after the launch (`--tamper-staging`).
     pub tamper_staging: Option<StagingPart>,
     /// Install the seccomp filters (`--seccomp on`, the default).
@@ -252,6 +257,8 @@ pub struct VmRequest {
     pub guest_certs: Option<PathBuf>,
     /// `--boot` (default direct).
     pub boot: Option<String>,
+    /// `--virtio mmio|pci` (default pci).
+    pub virtio: Option<String>,
     /// `--tamper-staging` (test hook).
     pub tamper_staging: Option<String>,
     /// `--seccomp on|off` (default on).
@@ -321,6 +328,10 @@ impl VmConfig {
                 None => crate::boot::plan::BootLayout::Direct,
                 Some(b) => crate::boot::plan::BootLayout::parse(b)
                     .ok_or_else(|| ConfigError::Boot(b.to_string()))?,
+            },
+            virtio: match req.virtio.as_deref() {
+                None => Default::default(),
+                Some(v) => v.parse().map_err(ConfigError::Virtio)?,
             },
             tamper_staging: match req.tamper_staging.as_deref() {
                 None => None,

@@ -51,6 +51,12 @@ const KVM_GET_REGS: u64 = 0x8090_ae81;
 const KVM_GET_SREGS: u64 = 0x8138_ae83;
 /// KVM_SET_MEMORY_ATTRIBUTES (SNP page-state changes at run time).
 const KVM_SET_MEMORY_ATTRIBUTES: u64 = 0x4020_aed2;
+/// KVM_SET_GSI_ROUTING (a vCPU's write to a virtio-pci function's MSI-X table routes the
+/// vector).
+const KVM_SET_GSI_ROUTING: u64 = 0x4008_ae6a;
+/// KVM_IOEVENTFD (a vCPU's write to a BAR or the command register moves a virtio-pci
+/// function's notify ioeventfds).
+const KVM_IOEVENTFD: u64 = 0x4040_ae79;
 /// TCGETS / TCSETS (the VMM thread restores the terminal it put in raw mode).
 const TCGETS: u64 = 0x5401;
 const TCSETS: u64 = 0x5402;
@@ -104,6 +110,8 @@ fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
                     KVM_GET_REGS,
                     KVM_GET_SREGS,
                     KVM_SET_MEMORY_ATTRIBUTES,
+                    KVM_SET_GSI_ROUTING,
+                    KVM_IOEVENTFD,
                 ]
                 .into_iter()
                 .map(ioctl_rule)

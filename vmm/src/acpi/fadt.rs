@@ -25,7 +25,8 @@ const CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 // Bit 0 (legacy devices) and bit 1 (8042) left clear: no ISA devices for the OS to
 // enumerate by convention, and no PS/2 controller to probe (the i8042 the monitor
 // emulates is there for its reset line only).
-/// The IAPC_BOOT_ARCH field: 0x003C.
+/// The IAPC_BOOT_ARCH field of a machine without PCI: 0x003C. With PCI bus 0, whose
+/// functions interrupt only through MSI-X, MSI_NOT_SUPPORTED is left out: 0x0034.
 const IAPC_BOOT_ARCH: u16 =
     VGA_NOT_PRESENT | MSI_NOT_SUPPORTED | PCIE_ASPM_CONTROLS | CMOS_RTC_NOT_PRESENT;
 
@@ -33,8 +34,9 @@ const IAPC_BOOT_ARCH: u16 =
 const HYPERVISOR_VENDOR: [u8; 8] = *b"CLOISTER";
 
 /// Builds the FADT pointing at the DSDT at `dsdt_addr`, with the sleep control register
-/// at I/O port `sleep_control_port` and the sleep status register at `sleep_status_port`.
-pub fn fadt(dsdt_addr: u64, sleep_control_port: u16, sleep_status_port: u16) -> Vec<u8> {
+/// at I/O port `sleep_control_port` and the sleep status register at `sleep_status_port`;
+/// `msi`: the OS may enable MSI (the machine has PCI).
+pub fn fadt(dsdt_addr: u64, sleep_control_port: u16, sleep_status_port: u16, msi: bool) -> Vec<u8> {
     // FIRMWARE_CTRL and X_FIRMWARE_CTRL stay 0: no FACS on a hardware-reduced platform;
     // SCI_INT, the PM1/GPE blocks and RESET_REG stay empty; Preferred_PM_Profile is
     // "unspecified". PWR_BUTTON and SLP_BUTTON say there are no fixed-feature buttons.
@@ -46,7 +48,12 @@ pub fn fadt(dsdt_addr: u64, sleep_control_port: u16, sleep_status_port: u16) -> 
     // The 32-bit DSDT field holds the same address as X_DSDT (the tables sit below
     // 1 MiB), for OSes that read only the ACPI 1.0 field.
     fadt.dsdt = u32::try_from(dsdt_addr).unwrap_or(0).into();
-    fadt.iapc_boot_arch = IAPC_BOOT_ARCH.into();
+    let boot_arch = if msi {
+        IAPC_BOOT_ARCH & !MSI_NOT_SUPPORTED
+    } else {
+        IAPC_BOOT_ARCH
+    };
+    fadt.iapc_boot_arch = boot_arch.into();
     fadt.sleep_control_reg = io_port_u8(sleep_control_port);
     fadt.sleep_status_reg = io_port_u8(sleep_status_port);
     fadt.hypervisor_vendor_identity = u64::from_le_bytes(HYPERVISOR_VENDOR).into();
@@ -94,7 +101,7 @@ pub(super) mod tests {
 
     #[test]
     fn iapc_boot_arch_says_no_cmos_rtc_no_vga_no_msi_no_aspm_and_nothing_else() {
-        let t = fadt(0xe_0100, 0x3c0, 0x3c1);
+        let t = fadt(0xe_0100, 0x3c0, 0x3c1, false);
         assert_eq!(t.len(), FADT_LEN);
         assert_eq!(acpi_tables::fadt::FADT::len(), FADT_LEN);
         let field = &t[IAPC_BOOT_ARCH_OFFSET..IAPC_BOOT_ARCH_OFFSET + 2];
@@ -115,11 +122,15 @@ pub(super) mod tests {
             EXPECTED_FLAGS,
             "the Flags field right after is unchanged"
         );
+        // With PCI, only the MSI bit goes.
+        let t = fadt(0xe_0100, 0x3c0, 0x3c1, true);
+        let field = &t[IAPC_BOOT_ARCH_OFFSET..IAPC_BOOT_ARCH_OFFSET + 2];
+        assert_eq!(u16::from_le_bytes(field.try_into().unwrap()), 0b11_0100);
     }
 
     #[test]
     fn both_dsdt_fields_point_at_the_dsdt_and_the_vendor_is_cloister() {
-        let t = fadt(0xe_0100, 0x3c0, 0x3c1);
+        let t = fadt(0xe_0100, 0x3c0, 0x3c1, false);
         let dsdt = u32::from_le_bytes(t[DSDT_OFFSET..DSDT_OFFSET + 4].try_into().unwrap());
         let x_dsdt = u64::from_le_bytes(t[X_DSDT_OFFSET..X_DSDT_OFFSET + 8].try_into().unwrap());
         assert_eq!((u64::from(dsdt), x_dsdt), (0xe_0100, 0xe_0100));

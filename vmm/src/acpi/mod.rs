@@ -1,5 +1,5 @@
 //! ACPI tables for x86_64 guests: how a stock Linux kernel finds its CPUs (MADT), its
-//! virtio-mmio devices and serial port (DSDT), and how it powers off (hardware-reduced
+//! virtio-mmio devices, PCI root bridge and serial port (DSDT), and how it powers off (hardware-reduced
 //! FADT with extended sleep registers).
 //!
 //! The tables are encoded by the rust-vmm `acpi_tables` crate (AML objects, table
@@ -15,6 +15,7 @@
 //!     vcpus: 2,
 //!     virtio_mmio: vec![MmioSlot::nth(0)?],
 //!     sleep_control_port: ACPI_SLEEP_CONTROL_PORT as u16,  // status register after it
+//!     pci: false,                                           // PCI bus 0 and MSI
 //! })?;
 //! // optionally: boot_params.acpi_rsdp_addr = rsdp.0 (Linux also scans 0xe0000..0xfffff)
 //! ```
@@ -50,6 +51,9 @@ pub struct AcpiConfig {
     pub virtio_mmio: Vec<MmioSlot>,
     /// I/O port of the sleep control register; the sleep status register is the next port.
     pub sleep_control_port: u16,
+    /// The machine has PCI bus 0 (the DSDT describes its root bridge and window, and the
+    /// FADT no longer tells the OS to leave MSI alone).
+    pub pci: bool,
 }
 
 /// Errors building or placing the ACPI tables.
@@ -150,9 +154,14 @@ pub fn build_tables(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
         addr
     };
     let mut placed = Vec::new();
-    let dsdt_addr = place(dsdt::dsdt(&virtio), &mut placed);
+    let dsdt_addr = place(dsdt::dsdt(&virtio, cfg.pci), &mut placed);
     let fadt_addr = place(
-        fadt::fadt(dsdt_addr, cfg.sleep_control_port, sleep_status_port),
+        fadt::fadt(
+            dsdt_addr,
+            cfg.sleep_control_port,
+            sleep_status_port,
+            cfg.pci,
+        ),
         &mut placed,
     );
     let madt_addr = place(madt::madt(cfg.vcpus), &mut placed);

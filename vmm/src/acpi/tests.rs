@@ -7,7 +7,7 @@ use super::fadt::tests::{
     SLEEP_STATUS_OFFSET, X_DSDT_OFFSET,
 };
 use super::*;
-use crate::boot::layout::{EBDA_START, PIT_GSI};
+use crate::boot::layout::{EBDA_START, PCI_MMIO_SIZE, PCI_MMIO_START, PIT_GSI};
 use crate::boot::mptable::mptable_bytes;
 use vm_memory::GuestMemoryMmap;
 
@@ -22,6 +22,7 @@ fn cfg(vcpus: u8, slots: usize) -> AcpiConfig {
             })
             .collect(),
         sleep_control_port: 0x3c0,
+        pci: false,
     }
 }
 
@@ -460,6 +461,53 @@ fn resources(buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
     }
 }
 
+/// With PCI, `\_SB.PCI0` is a PNP0A03 root bridge of bus 0 whose _CRS gives bus 0, the
+/// configuration ports and the layout's PCI window; without, there is none.
+#[test]
+fn dsdt_describes_the_pci_root_bridge_only_with_pci() {
+    let mem = mem();
+    let c = AcpiConfig {
+        pci: true,
+        ..cfg(1, 1)
+    };
+    let rsdp = write_tables(&mem, &c).unwrap();
+    let (_, _, dsdt) = walk(&mem, rsdp);
+    let ns = parse_dsdt(&dsdt);
+    assert_eq!(ns.devices, ["\\_SB_.COM1", "\\_SB_.VR00", "\\_SB_.PCI0"]);
+    assert_eq!(lookup(&ns, "\\_SB_.PCI0._HID"), &Obj::Int(0x030a_d041));
+    for name in ["_UID", "_SEG", "_BBN"] {
+        assert_eq!(lookup(&ns, &format!("\\_SB_.PCI0.{name}")), &Obj::Int(0));
+    }
+    let Obj::Buffer(crs) = lookup(&ns, "\\_SB_.PCI0._CRS") else {
+        panic!("_CRS is not a buffer")
+    };
+    let res = resources(crs);
+    assert_eq!(res.len(), 3);
+    let (tag, bus) = &res[0];
+    assert_eq!(
+        (*tag, bus[0]),
+        (0x88, 2),
+        "word address space, bus number type"
+    );
+    assert_eq!(&bus[5..9], &[0, 0, 0, 0], "bus 0 to 0");
+    let (kind, io) = &res[1];
+    assert_eq!(*kind, 0x08, "IO");
+    assert_eq!(&io[1..5], &[0xf8, 0x0c, 0xf8, 0x0c]);
+    assert_eq!(io[6], 8);
+    let (tag, window) = &res[2];
+    assert_eq!((*tag, window[0]), (0x87, 0), "dword address space, memory");
+    assert_eq!(u64::from(u32_at(window, 7)), PCI_MMIO_START);
+    assert_eq!(
+        u64::from(u32_at(window, 11)),
+        PCI_MMIO_START + PCI_MMIO_SIZE - 1
+    );
+    assert_eq!(u64::from(u32_at(window, 19)), PCI_MMIO_SIZE);
+
+    let without = build_tables(&cfg(1, 1)).unwrap();
+    let ns = parse_dsdt(&without.placed[1].1);
+    assert!(!ns.devices.iter().any(|d| d.contains("PCI0")));
+}
+
 #[test]
 fn dsdt_describes_every_virtio_slot_com1_and_s5() {
     let mem = mem();
@@ -547,8 +595,35 @@ fn dsdt_with_many_devices_uses_long_package_lengths() {
 /// and show what was meant.
 #[test]
 fn acpica_disassembles_the_tables_cleanly() {
+    let text = disassemble(&cfg(2, 2));
+    check_disassembly(&text);
+}
+
+/// With PCI: the root bridge and its window disassemble cleanly, and MSI is allowed.
+#[test]
+fn acpica_disassembles_the_pci_root_bridge() {
+    let text = disassemble(&AcpiConfig {
+        pci: true,
+        ..cfg(1, 0)
+    });
+    for expected in [
+        "Device (PCI0)",
+        "Name (_HID, EisaId (\"PNP0A03\") /* PCI Bus */)",
+        "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,\n                    0x0000,             // Granularity\n                    0x0000,             // Range Minimum\n                    0x0000,",
+        "IO (Decode16,\n                    0x0CF8,             // Range Minimum\n                    0x0CF8,             // Range Maximum\n                    0x01,               // Alignment\n                    0x08,",
+        "DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,\n                    0x00000000,         // Granularity\n                    0xC0000000,         // Range Minimum\n                    0xCFFFFFFF,",
+        "Boot Flags (decoded below) : 0034",
+        "MSI Not Supported (V4) : 0",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+}
+
+/// The tables of `c` as ACPICA's disassembler prints them, all tables in one text;
+/// fails on any error or warning.
+fn disassemble(c: &AcpiConfig) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let tables = build_tables(&cfg(2, 2)).unwrap();
+    let tables = build_tables(c).unwrap();
     let mut files = Vec::new();
     for (_, bytes) in &tables.placed[1..] {
         let sig = String::from_utf8_lossy(&bytes[..4]).to_string();
@@ -578,6 +653,10 @@ fn acpica_disassembles_the_tables_cleanly() {
         );
         text += &std::fs::read_to_string(path.with_extension("dsl")).unwrap();
     }
+    text
+}
+
+fn check_disassembly(text: &str) {
     for expected in [
         "Device (VR00)",
         "Device (VR01)",

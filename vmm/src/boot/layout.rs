@@ -12,7 +12,8 @@
 //! 0x000e_0000  ACPI tables (RSDP, XSDT, FADT, MADT, DSDT)
 //! 0x0010_0000  kernel (bzImage protected-mode part, or ELF segments at their addresses)
 //!     ...      initrd, as high in low RAM as it fits
-//! 0xc000_0000  MMIO gap (virtio-mmio at 0xd000_0000, IOAPIC, LAPIC) up to 4 GiB
+//! 0xc000_0000  MMIO gap up to 4 GiB: the PCI window (BARs, up to 0xd000_0000), then
+//!              virtio-mmio at 0xd000_0000, the IOAPIC and the LAPIC
 //! 0x1_0000_0000  RAM above 4 GiB, if the guest has more than 3 GiB
 //! ```
 
@@ -55,6 +56,17 @@ pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End (exclusive) of the MMIO gap: 4 GiB.
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
+/// Start of the PCI memory window: where BARs are placed, and what the DSDT's PCI root
+/// bridge offers the guest to place them in.
+pub const PCI_MMIO_START: u64 = MMIO_GAP_START;
+/// Size of the PCI memory window (up to the first virtio-mmio slot).
+pub const PCI_MMIO_SIZE: u64 = VIRTIO_MMIO_START - PCI_MMIO_START;
+/// First GSI of MSI vectors (after the I/O APIC's inputs); each vector has its own.
+pub const MSI_GSI_START: u32 = IRQ_MAX + 1;
+/// Last GSI the monitor hands out to MSI vectors (KVM accepts routes for GSIs below
+/// 4096, KVM_MAX_IRQ_ROUTES).
+pub const MSI_GSI_END: u32 = 4095;
+
 /// First virtio-mmio slot; slot `i` is at `VIRTIO_MMIO_START + i * VIRTIO_MMIO_SIZE`.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
 /// Size of one virtio-mmio window.
@@ -162,6 +174,53 @@ impl MmioSlot {
     }
 }
 
+/// How virtio devices reach the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VirtioTransport {
+    /// virtio-mmio windows with one I/O APIC line each, announced in the DSDT and on the
+    /// command line (what Cloister's test guest drives).
+    Mmio,
+    /// virtio-pci functions on PCI bus 0 with MSI-X (what Linux drives fastest: a used
+    /// buffer costs the guest no exit to the monitor).
+    #[default]
+    Pci,
+}
+
+impl std::str::FromStr for VirtioTransport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mmio" => Ok(Self::Mmio),
+            "pci" => Ok(Self::Pci),
+            other => Err(format!(
+                "unknown virtio transport '{other}' (expected mmio or pci)"
+            )),
+        }
+    }
+}
+
+/// A virtio-pci function's place: device number `device` on bus 0, BAR0 at `bar0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciSlot {
+    /// Device number (1..=31; 0 is the host bridge).
+    pub device: u8,
+    /// BAR0's address, inside the PCI window.
+    pub bar0: u64,
+}
+
+impl PciSlot {
+    /// The slot of the `index`-th virtio-pci function, whose BAR0 is `bar_size` bytes:
+    /// device `index + 1`, BAR0 at `PCI_MMIO_START + index * bar_size`; `None` past
+    /// device 31 or the window's end.
+    pub fn nth(index: usize, bar_size: u64) -> Option<Self> {
+        let device = u8::try_from(index.checked_add(1)?)
+            .ok()
+            .filter(|&d| d <= 31)?;
+        let bar0 = PCI_MMIO_START.checked_add(bar_size.checked_mul(index as u64)?)?;
+        (bar0 + bar_size <= PCI_MMIO_START + PCI_MMIO_SIZE).then_some(Self { device, bar0 })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -178,6 +237,20 @@ mod tests {
         );
         assert_eq!(MmioSlot::nth(18).unwrap().gsi, 23);
         assert_eq!(MmioSlot::nth(19), None);
+    }
+
+    #[test]
+    fn pci_slots_follow_the_window() {
+        let s = PciSlot::nth(0, 0x8000).unwrap();
+        assert_eq!((s.device, s.bar0), (1, 0xc000_0000));
+        assert_eq!(PciSlot::nth(30, 0x8000).unwrap().device, 31);
+        assert_eq!(PciSlot::nth(31, 0x8000), None);
+        assert_eq!(PciSlot::nth(1, PCI_MMIO_SIZE), None);
+        assert_eq!("pci".parse(), Ok(VirtioTransport::Pci));
+        assert!("isa"
+            .parse::<VirtioTransport>()
+            .unwrap_err()
+            .contains("mmio or pci"));
     }
 
     #[test]

@@ -189,6 +189,8 @@ pub struct LayoutInputs<'a> {
     pub memory: MemorySize,
     /// virtio-mmio devices the guest is told about (ACPI DSDT and command line).
     pub devices: &'a [MmioSlot],
+    /// The machine has PCI bus 0 (its root bridge in the DSDT; MSI allowed in the FADT).
+    pub pci: bool,
     /// Platform.
     pub platform: Platform,
     /// Guest policy for LAUNCH_START.
@@ -269,6 +271,7 @@ pub(crate) fn write_platform_tables(
         vcpus: inputs.vcpus,
         virtio_mmio: inputs.devices.to_vec(),
         sleep_control_port: ACPI_SLEEP_CONTROL_PORT as u16,
+        pci: inputs.pci,
     };
     Ok(acpi::write_tables(mem, &acpi_cfg)?)
 }
@@ -627,6 +630,7 @@ mod tests {
             vcpus: 2,
             memory: MemorySize(64 << 20),
             devices: &[],
+            pci: false,
             platform,
             policy: 0x3_0000,
             host_data: [0; 32],

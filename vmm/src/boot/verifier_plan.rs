@@ -246,6 +246,7 @@ mod tests {
             vcpus: 1,
             memory: MemorySize(memory),
             devices: &[],
+            pci: false,
             platform: Platform::Snp,
             policy: 0x30000,
             host_data: [0; 32],

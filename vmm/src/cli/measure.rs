@@ -111,6 +111,9 @@ pub struct CloisterArgs {
     /// announced in the ACPI tables and on the command line).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub disks: usize,
+    /// How the disks reach the guest, as `cloister run --virtio`: pci or mmio.
+    #[arg(long, value_name = "pci|mmio", default_value = "pci")]
+    pub virtio: String,
     /// How the kernel is booted, as `cloister run --boot`: direct (everything measured)
     /// or verifier (only the boot verifier, its manifest and the platform tables).
     #[arg(long, value_name = "direct|verifier", default_value = "direct")]
@@ -571,7 +574,11 @@ pub fn measure_cloister(
         .append
         .clone()
         .unwrap_or_else(|| crate::config::DEFAULT_CMDLINE.to_string());
-    let (devices, cmdline) = crate::builder::disk_layout(cloister.disks, &user_cmdline)
+    let transport = cloister
+        .virtio
+        .parse()
+        .map_err(|e| MeasureError::Cloister(format!("--virtio: {e}")))?;
+    let (devices, cmdline) = crate::builder::disk_layout(cloister.disks, transport, &user_cmdline)
         .map_err(|e| MeasureError::Cloister(format!("--disks {}: {e}", cloister.disks)))?;
     let planned = boot
         .plan(&LayoutInputs {
@@ -581,7 +588,8 @@ pub fn measure_cloister(
             cmdline: &cmdline,
             vcpus,
             memory,
-            devices: &devices,
+            devices: &devices.mmio,
+            pci: !devices.pci.is_empty(),
             platform,
             policy: guest_policy,
             host_data: [0; 32],

@@ -3,6 +3,7 @@
 pub mod bus;
 pub mod exit;
 pub mod legacy;
+pub mod pci;
 pub mod rtc;
 pub mod serial;
 pub mod sim_vmgexit;

@@ -2,15 +2,22 @@
 //! VM with its in-kernel interrupt controllers and PIT, and registering guest memory and
 //! interrupt lines.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_irq_routing_entry, kvm_pit_config, kvm_userspace_memory_region, KvmIrqRouting,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
+    KVM_IRQ_ROUTING_MSI, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::boot::layout::{KVM_IDENTITY_MAP_START, KVM_TSS_START};
+use crate::boot::layout::{IRQ_MAX, KVM_IDENTITY_MAP_START, KVM_TSS_START};
+use crate::devices::pci::{MsiMessage, PciHost};
 use crate::memory::GuestMemoryMmap;
 
 /// The usual KVM device.
@@ -84,7 +91,7 @@ pub fn open_kvm(path: &Path) -> Result<Kvm, VmError> {
 /// A KVM VM; [`Vm::create_interrupt_controllers`] gives it an in-kernel IOAPIC, PIC,
 /// LAPICs and PIT.
 pub struct Vm {
-    fd: VmFd,
+    fd: Arc<VmFd>,
 }
 
 impl Vm {
@@ -103,7 +110,7 @@ impl Vm {
             .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
         fd.set_tss_address(KVM_TSS_START as usize)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        Ok(Self { fd })
+        Ok(Self { fd: Arc::new(fd) })
     }
 
     /// Creates the in-kernel interrupt controllers and the PIT; before any vCPU exists.
@@ -173,6 +180,110 @@ impl Vm {
     /// The VM file descriptor.
     pub fn fd(&self) -> &VmFd {
         &self.fd
+    }
+
+    /// What PCI functions ask of KVM while the guest runs (MSI routes, ioeventfds), for
+    /// this VM.
+    pub fn pci_host(&self) -> Arc<KvmPciHost> {
+        Arc::new(KvmPciHost {
+            fd: self.fd.clone(),
+            msi_routes: Mutex::new(BTreeMap::new()),
+        })
+    }
+}
+
+/// [`PciHost`] over KVM: MSI routes through KVM_SET_GSI_ROUTING, ioeventfds through
+/// KVM_IOEVENTFD.
+///
+/// KVM_SET_GSI_ROUTING replaces the whole table, so every call hands KVM the in-kernel
+/// irqchip's default routes (what KVM_CREATE_IRQCHIP installs: GSIs 0-15 to the PIC and
+/// the I/O APIC, 16-23 to the I/O APIC) plus every MSI route so far; the legacy devices'
+/// lines keep working.
+pub struct KvmPciHost {
+    fd: Arc<VmFd>,
+    msi_routes: Mutex<BTreeMap<u32, MsiMessage>>,
+}
+
+impl KvmPciHost {
+    /// The full routing table: the irqchip defaults, then `msi`.
+    pub fn routing_table(msi: &BTreeMap<u32, MsiMessage>) -> Vec<kvm_irq_routing_entry> {
+        let irqchip = |gsi: u32, chip: u32, pin: u32| {
+            let mut e = kvm_irq_routing_entry {
+                gsi,
+                type_: KVM_IRQ_ROUTING_IRQCHIP,
+                ..Default::default()
+            };
+            e.u.irqchip.irqchip = chip;
+            e.u.irqchip.pin = pin;
+            e
+        };
+        let mut table = Vec::with_capacity(40 + msi.len());
+        for gsi in 0..=IRQ_MAX {
+            table.push(irqchip(gsi, KVM_IRQCHIP_IOAPIC, gsi));
+            if gsi < 16 {
+                let pic = if gsi < 8 {
+                    KVM_IRQCHIP_PIC_MASTER
+                } else {
+                    KVM_IRQCHIP_PIC_SLAVE
+                };
+                table.push(irqchip(gsi, pic, gsi % 8));
+            }
+        }
+        for (&gsi, m) in msi {
+            let mut e = kvm_irq_routing_entry {
+                gsi,
+                type_: KVM_IRQ_ROUTING_MSI,
+                ..Default::default()
+            };
+            e.u.msi.address_lo = m.address as u32;
+            e.u.msi.address_hi = (m.address >> 32) as u32;
+            e.u.msi.data = m.data;
+            table.push(e);
+        }
+        table
+    }
+}
+
+impl PciHost for KvmPciHost {
+    fn set_msi_route(&self, gsi: u32, message: MsiMessage) -> std::io::Result<()> {
+        let mut routes = self.msi_routes.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = routes.insert(gsi, message);
+        let table = Self::routing_table(&routes);
+        let result = KvmIrqRouting::from_entries(&table)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))
+            .and_then(|routing| {
+                self.fd
+                    .set_gsi_routing(&routing)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+            });
+        if result.is_err() {
+            // KVM kept the old table: so does the record.
+            match previous {
+                Some(p) => routes.insert(gsi, p),
+                None => routes.remove(&gsi),
+            };
+        }
+        result
+    }
+
+    fn register_ioevent(&self, event: &EventFd, addr: u64) -> std::io::Result<()> {
+        self.fd
+            .register_ioevent(
+                event,
+                &kvm_ioctls::IoEventAddress::Mmio(addr),
+                kvm_ioctls::NoDatamatch,
+            )
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+
+    fn unregister_ioevent(&self, event: &EventFd, addr: u64) -> std::io::Result<()> {
+        self.fd
+            .unregister_ioevent(
+                event,
+                &kvm_ioctls::IoEventAddress::Mmio(addr),
+                kvm_ioctls::NoDatamatch,
+            )
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
     }
 }
 

@@ -34,6 +34,7 @@
 
 pub mod block;
 pub mod mmio;
+pub mod pci;
 pub mod queue;
 pub mod transport;
 
