@@ -34,6 +34,41 @@ pub fn outb(port: u16, value: u8) {
     };
 }
 
+/// Writes a 16-bit word to I/O port `port`.
+pub fn outw(port: u16, value: u16) {
+    if through_ghcb() {
+        return ghcb_io::ioio_out(port, 2, value.into());
+    }
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads a 32-bit doubleword from I/O port `port`.
+pub fn inl(port: u16) -> u32 {
+    if through_ghcb() {
+        return ghcb_io::ioio_in(port, 4);
+    }
+    let value: u32;
+    // SAFETY: as for `inb`.
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Writes a 32-bit doubleword to I/O port `port`.
+pub fn outl(port: u16, value: u32) {
+    if through_ghcb() {
+        return ghcb_io::ioio_out(port, 4, value);
+    }
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
 /// Writes `bytes` to I/O port `port` with one `rep outsb` (direct port I/O only).
 pub fn outsb(port: u16, bytes: &[u8]) {
     // SAFETY: string output reads `bytes.len()` bytes from `bytes` (RSI, forwards: the
@@ -54,16 +89,41 @@ pub fn insb(port: u16, buf: &mut [u8]) {
     };
 }
 
+/// Reads an 8-bit MMIO register at physical (= virtual) address `addr`.
+pub fn mmio_read8(addr: u64) -> u8 {
+    // SAFETY: the first 4 GiB are identity-mapped and `addr` is in a device register
+    // window (announced by the loader, or a PCI memory BAR checked to lie below 4 GiB); a
+    // volatile read is how device registers are read.
+    unsafe { core::ptr::read_volatile(addr as *const u8) }
+}
+
+/// Reads a 16-bit MMIO register at physical (= virtual) address `addr`.
+pub fn mmio_read16(addr: u64) -> u16 {
+    // SAFETY: as for `mmio_read8`.
+    unsafe { core::ptr::read_volatile(addr as *const u16) }
+}
+
 /// Reads a 32-bit MMIO register at physical (= virtual) address `addr`.
 pub fn mmio_read32(addr: u64) -> u32 {
-    // SAFETY: the first 4 GiB are identity-mapped and `addr` is a device register window
-    // announced by the loader; a volatile read is how device registers are read.
+    // SAFETY: as for `mmio_read8`.
     unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+/// Writes an 8-bit MMIO register at physical (= virtual) address `addr`.
+pub fn mmio_write8(addr: u64, value: u8) {
+    // SAFETY: as for `mmio_read8`; the register window is not Rust memory.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, value) }
+}
+
+/// Writes a 16-bit MMIO register at physical (= virtual) address `addr`.
+pub fn mmio_write16(addr: u64, value: u16) {
+    // SAFETY: as for `mmio_write8`.
+    unsafe { core::ptr::write_volatile(addr as *mut u16, value) }
 }
 
 /// Writes a 32-bit MMIO register at physical (= virtual) address `addr`.
 pub fn mmio_write32(addr: u64, value: u32) {
-    // SAFETY: as for `mmio_read32`; the register window is not Rust memory.
+    // SAFETY: as for `mmio_write8`.
     unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
 }
 

@@ -19,15 +19,20 @@ mod ghcb_io;
 mod idt;
 mod io;
 mod mem;
+mod pci_io;
 mod serial;
 mod virtio_blk;
+mod virtio_mmio;
+mod virtio_pci_io;
 
 use bootinfo::BootInfo;
-use cloister_test_guest::{cmdline, e820, sha256, tables};
+use cloister_test_guest::{cmdline, e820, sha256, tables, virtio_pci};
 use cmdline::{Fault, MmioDevice, TestParams};
 use e820::E820Error;
 use tables::{CpuCount, PhysMem};
-use virtio_blk::{BlkStatus, InitError, VirtioBlk, CHUNK, SECTOR};
+use virtio_blk::{BlkStatus, Transport, VirtioBlk, CHUNK, SECTOR};
+use virtio_mmio::VirtioMmio;
+use virtio_pci_io::VirtioPci;
 
 /// Exit code when any check failed (chosen to differ from codes tests ask for).
 const FAILURE_EXIT_CODE: u8 = 99;
@@ -161,8 +166,10 @@ extern "C" fn guest_main(info: u64, kind: u64, c_bit: u64) -> ! {
     }
     attestation::run(&boot, &params, &mut report);
     for (index, device) in params.devices.iter().flatten().enumerate() {
-        check_disk(device, index == 0, &params, &mut report);
+        check_mmio_disk(device, index == 0, &params, &mut report);
     }
+    let mmio_disks = params.devices.iter().flatten().count();
+    check_pci_disks(mmio_disks == 0, &params, &mut report);
     match params.fault {
         Some(Fault::InvalidOpcode) => {
             line(b"raising #UD as asked");
@@ -324,30 +331,99 @@ fn check_string_io(report: &mut Report) {
     }
 }
 
-/// Brings up the disk at `device`, hashes it and, for the first disk, does the write test.
-fn check_disk(device: &MmioDevice, first: bool, params: &TestParams, report: &mut Report) {
-    let mut disk = match VirtioBlk::init(device.base) {
+/// Where a disk was found, for its lines.
+#[derive(Clone, Copy)]
+enum DiskAt {
+    /// A virtio-mmio window at this base.
+    Mmio(u64),
+    /// A virtio-pci function.
+    Pci(pci_io::Function),
+}
+
+impl DiskAt {
+    /// Writes `0x<base>` or `PCI 00:dd.0`.
+    fn print(self) {
+        match self {
+            DiskAt::Mmio(base) => serial::write_hex(base),
+            DiskAt::Pci(function) => {
+                serial::write(b"PCI ");
+                function.print();
+            }
+        }
+    }
+
+    /// Starts a FAIL line about the device: `virtio-mmio device at 0x..: ` or
+    /// `virtio-pci device 00:dd.0: `.
+    fn fail(self, report: &mut Report) {
+        report.fail();
+        match self {
+            DiskAt::Mmio(base) => {
+                serial::write(b"virtio-mmio device at ");
+                serial::write_hex(base);
+            }
+            DiskAt::Pci(function) => {
+                serial::write(b"virtio-pci device ");
+                function.print();
+            }
+        }
+        serial::write(b": ");
+    }
+}
+
+/// Checks the virtio-mmio disk at `device` (see [`check_disk`]).
+fn check_mmio_disk(device: &MmioDevice, first: bool, params: &TestParams, report: &mut Report) {
+    let at = DiskAt::Mmio(device.base);
+    match VirtioMmio::probe(device.base) {
+        Ok(transport) => check_disk(transport, at, first, params, report),
+        Err(error) => {
+            at.fail(report);
+            error.print();
+            serial::write(b"\n");
+        }
+    }
+}
+
+/// Checks every modern virtio-blk function on PCI bus 0 (see [`check_disk`]); `first`:
+/// the first of them is the first disk. Prints nothing on a machine without PCI.
+fn check_pci_disks(mut first: bool, params: &TestParams, report: &mut Report) {
+    pci_io::scan(|function, vendor, device| {
+        if (vendor, device) != (virtio_pci::VENDOR_ID, virtio_pci::DEVICE_ID_BLOCK) {
+            return;
+        }
+        let at = DiskAt::Pci(function);
+        match VirtioPci::probe(function) {
+            Ok(transport) => check_disk(transport, at, first, params, report),
+            Err(error) => {
+                at.fail(report);
+                virtio_pci_io::print_probe_error(&error);
+                serial::write(b"\n");
+            }
+        }
+        first = false;
+    });
+}
+
+/// Brings up the disk behind `transport`, hashes it and, for the first disk, does the
+/// write test.
+fn check_disk<T: Transport>(
+    transport: T,
+    at: DiskAt,
+    first: bool,
+    params: &TestParams,
+    report: &mut Report,
+) {
+    let mut disk = match VirtioBlk::init(transport) {
         Ok(disk) => disk,
         Err(error) => {
-            report.fail();
-            serial::write(b"virtio-mmio device at ");
-            serial::write_hex(device.base);
-            serial::write(match error {
-                InitError::BadMagic => b": no virtio-mmio magic value".as_slice(),
-                InitError::BadVersion(_) => b": not virtio-mmio version 2",
-                InitError::NotBlock(0) => b": no device behind the window",
-                InitError::NotBlock(_) => b": not a block device",
-                InitError::NoVersion1 => b": VIRTIO_F_VERSION_1 not offered",
-                InitError::FeaturesRefused => b": device refused the features",
-                InitError::QueueUnavailable => b": queue 0 unavailable",
-            });
+            at.fail(report);
+            error.print();
             serial::write(b"\n");
             return;
         }
     };
     begin();
     serial::write(b"DISK at ");
-    serial::write_hex(device.base);
+    at.print();
     serial::write(b" capacity ");
     serial::write_dec(disk.capacity);
     serial::write(b" sectors");
@@ -362,7 +438,11 @@ fn check_disk(device: &MmioDevice, first: bool, params: &TestParams, report: &mu
     if let (true, Some((sector, text))) = (first, params.write) {
         write_disk(&mut disk, sector, text, report);
     }
-    disk.reset();
+    if let Err(error) = disk.reset() {
+        at.fail(report);
+        error.print();
+        serial::write(b"\n");
+    }
 }
 
 /// Prints `what failed: status` for a request that did not succeed.
@@ -389,7 +469,7 @@ fn write_status(status: BlkStatus) {
     }
 }
 
-fn hash_disk(disk: &mut VirtioBlk, report: &mut Report) {
+fn hash_disk<T: Transport>(disk: &mut VirtioBlk<T>, report: &mut Report) {
     let bytes = disk.capacity.saturating_mul(SECTOR as u64);
     if bytes > MAX_DISK_BYTES {
         line(b"DISK SHA256 skipped: disk larger than 16 MiB");
@@ -418,7 +498,12 @@ fn hash_disk(disk: &mut VirtioBlk, report: &mut Report) {
 /// Fills `sector` with `text` repeated, flushes, reads it back. On a read-only disk, or
 /// beyond the disk's end, the write is still sent, as a probe that the device refuses it
 /// (IOERR); a read-only disk's sector must be unchanged afterwards.
-fn write_disk(disk: &mut VirtioBlk, sector: u64, text: &[u8], report: &mut Report) {
+fn write_disk<T: Transport>(
+    disk: &mut VirtioBlk<T>,
+    sector: u64,
+    text: &[u8],
+    report: &mut Report,
+) {
     let beyond_end = sector >= disk.capacity;
     let mut before = [0u8; SECTOR];
     if !beyond_end {

@@ -1,40 +1,19 @@
-//! A minimal polling virtio-blk driver over virtio-mmio version 2 (virtio 1.x, "modern").
-//! One queue of 4 descriptors, one request in flight, no interrupts: the driver notifies
-//! and polls the used ring.
+//! A minimal polling virtio-blk driver (virtio 1.x, "modern"), the same over every
+//! transport: one queue of 4 descriptors, one request in flight, no interrupts: the driver
+//! notifies and polls the used ring. Only register access differs between transports
+//! ([`Transport`]: virtio-mmio in `virtio_mmio.rs`, virtio-pci in `virtio_pci.rs`).
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{compiler_fence, Ordering};
 
-use crate::io::{mmio_read32, mmio_write32};
+use crate::serial;
 
-// Register offsets (virtio 1.2, 4.2.2).
-const MAGIC: u64 = 0x000;
-const VERSION: u64 = 0x004;
-const DEVICE_ID: u64 = 0x008;
-const DEVICE_FEATURES: u64 = 0x010;
-const DEVICE_FEATURES_SEL: u64 = 0x014;
-const DRIVER_FEATURES: u64 = 0x020;
-const DRIVER_FEATURES_SEL: u64 = 0x024;
-const QUEUE_SEL: u64 = 0x030;
-const QUEUE_NUM_MAX: u64 = 0x034;
-const QUEUE_NUM: u64 = 0x038;
-const QUEUE_READY: u64 = 0x044;
-const QUEUE_NOTIFY: u64 = 0x050;
-const STATUS: u64 = 0x070;
-const QUEUE_DESC: u64 = 0x080;
-const QUEUE_DRIVER: u64 = 0x090;
-const QUEUE_DEVICE: u64 = 0x0a0;
-const CONFIG_GENERATION: u64 = 0x0fc;
-const CONFIG: u64 = 0x100;
-
-const MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
-const DEVICE_ID_BLOCK: u32 = 2;
-
-const STATUS_ACKNOWLEDGE: u32 = 1;
-const STATUS_DRIVER: u32 = 2;
-const STATUS_DRIVER_OK: u32 = 4;
-const STATUS_FEATURES_OK: u32 = 8;
-const STATUS_FAILED: u32 = 128;
+// Device status bits (virtio 1.2, 2.1).
+const STATUS_ACKNOWLEDGE: u8 = 1;
+const STATUS_DRIVER: u8 = 2;
+const STATUS_DRIVER_OK: u8 = 4;
+const STATUS_FEATURES_OK: u8 = 8;
+const STATUS_FAILED: u8 = 128;
 
 const F_RO: u64 = 1 << 5;
 const F_FLUSH: u64 = 1 << 9;
@@ -52,9 +31,15 @@ pub const SECTOR: usize = 512;
 /// Largest transfer of one request.
 pub const CHUNK: usize = 4096;
 
+/// The one queue the driver uses (virtio-blk's requestq).
+const QUEUE_INDEX: u16 = 0;
 const QUEUE_SIZE: u16 = 4;
 /// Polls of the used ring before a request is declared lost.
 const POLL_LIMIT: u32 = 20_000_000;
+/// Reads of device_status after a reset before the device is declared stuck.
+const RESET_POLLS: u32 = 1000;
+/// Reads of the device configuration before it is declared to change without end.
+const CONFIG_READS: u32 = 100;
 
 /// virtio-blk request status byte (5.2.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,21 +56,110 @@ pub enum BlkStatus {
     Timeout,
 }
 
-/// Why a device could not be brought up.
+/// Why a device that its transport found could not be brought up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitError {
-    /// The register window does not hold a virtio-mmio device.
-    BadMagic,
-    /// Not version 2 (modern) virtio-mmio.
-    BadVersion(u32),
-    /// Not a block device (0: no device behind the window).
-    NotBlock(u32),
+    /// device_status did not read 0 after the reset (this value instead).
+    ResetIgnored(u8),
     /// The device does not offer VIRTIO_F_VERSION_1.
     NoVersion1,
     /// The device cleared FEATURES_OK.
     FeaturesRefused,
-    /// Queue 0 is missing or already live.
-    QueueUnavailable,
+    /// The request queue does not exist (its size reads 0).
+    NoQueue,
+    /// The request queue holds fewer descriptors than the driver needs (its maximum).
+    QueueTooSmall(u16),
+    /// The request queue is already enabled.
+    QueueLive,
+    /// The queue's notify address lies outside the transport's notify region (virtio-pci:
+    /// queue_notify_off * notify_off_multiplier + 2 is past the notify capability's end).
+    NotifyOutside {
+        /// Offset of the notify address in the notify region.
+        offset: u64,
+        /// The region's length.
+        length: u64,
+    },
+    /// config_generation changed on every read of the device configuration.
+    ConfigUnstable,
+}
+
+impl InitError {
+    /// Writes what went wrong (no line prefix, no newline).
+    pub fn print(&self) {
+        match *self {
+            InitError::ResetIgnored(status) => {
+                serial::write(b"device_status reads ");
+                serial::write_hex(u64::from(status));
+                serial::write(b" after a reset, not 0");
+            }
+            InitError::NoVersion1 => serial::write(b"VIRTIO_F_VERSION_1 not offered"),
+            InitError::FeaturesRefused => serial::write(b"device refused the features"),
+            InitError::NoQueue => serial::write(b"queue 0 unavailable (size 0)"),
+            InitError::QueueTooSmall(max) => {
+                serial::write(b"queue 0 unavailable (at most ");
+                serial::write_dec(u64::from(max));
+                serial::write(b" descriptors, the driver needs ");
+                serial::write_dec(u64::from(QUEUE_SIZE));
+                serial::write(b")");
+            }
+            InitError::QueueLive => serial::write(b"queue 0 unavailable (already enabled)"),
+            InitError::NotifyOutside { offset, length } => {
+                serial::write(b"queue 0's notify address (+");
+                serial::write_hex(offset);
+                serial::write(b") is outside the notify region (");
+                serial::write_hex(length);
+                serial::write(b" bytes)");
+            }
+            InitError::ConfigUnstable => {
+                serial::write(b"config_generation changes on every configuration read")
+            }
+        }
+    }
+}
+
+/// Where the driver placed the rings of its queue (guest-physical addresses).
+#[derive(Clone, Copy, Debug)]
+pub struct Rings {
+    /// The descriptor table.
+    pub desc: u64,
+    /// The driver (available) ring.
+    pub driver: u64,
+    /// The device (used) ring.
+    pub device: u64,
+}
+
+/// What the transport says of a queue it selected.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueState {
+    /// Its largest size (0: no such queue).
+    pub max_size: u16,
+    /// It is enabled already.
+    pub enabled: bool,
+}
+
+/// Register access of one virtio transport (virtio 1.2, 4): the device status, feature
+/// bits, queue set-up, notification and device configuration, each as its transport lays
+/// them out. The driver uses one queue: [`Transport::notify`] notifies the queue that
+/// [`Transport::enable_queue`] enabled last.
+pub trait Transport {
+    /// Reads device_status.
+    fn status(&self) -> u8;
+    /// Writes device_status (0 resets the device).
+    fn set_status(&mut self, status: u8);
+    /// The 64 feature bits the device offers.
+    fn device_features(&mut self) -> u64;
+    /// Writes the 64 feature bits the driver accepts.
+    fn set_driver_features(&mut self, features: u64);
+    /// Selects queue `index` and says what it is.
+    fn select_queue(&mut self, index: u16) -> QueueState;
+    /// Gives the selected queue `size` descriptors and the `rings`, and enables it.
+    fn enable_queue(&mut self, size: u16, rings: Rings) -> Result<(), InitError>;
+    /// Notifies the enabled queue that the driver ring has new entries.
+    fn notify(&self);
+    /// Reads config_generation.
+    fn config_generation(&self) -> u32;
+    /// Reads 32 bits of the device configuration at `offset`.
+    fn config_read32(&self, offset: u64) -> u32;
 }
 
 #[repr(C)]
@@ -135,8 +209,8 @@ static QUEUE: Shared = Shared(UnsafeCell::new(QueueMemory {
 
 /// A virtio-blk device that is live (DRIVER_OK). Only one may exist at a time, since the
 /// queue memory is shared: [`VirtioBlk::reset`] releases it.
-pub struct VirtioBlk {
-    base: u64,
+pub struct VirtioBlk<T: Transport> {
+    transport: T,
     /// Capacity in 512-byte sectors.
     pub capacity: u64,
     /// VIRTIO_BLK_F_RO was offered (and accepted).
@@ -147,90 +221,53 @@ pub struct VirtioBlk {
     last_used: u16,
 }
 
-impl VirtioBlk {
-    /// Resets and initialises the device at `base` (virtio 1.2, 3.1.1).
-    pub fn init(base: u64) -> Result<Self, InitError> {
-        let reg = |off: u64| mmio_read32(base + off);
-        let set = |off: u64, v: u32| mmio_write32(base + off, v);
-        if reg(MAGIC) != MAGIC_VALUE {
-            return Err(InitError::BadMagic);
-        }
-        let version = reg(VERSION);
-        if version != 2 {
-            return Err(InitError::BadVersion(version));
-        }
-        let id = reg(DEVICE_ID);
-        if id != DEVICE_ID_BLOCK {
-            return Err(InitError::NotBlock(id));
-        }
-        set(STATUS, 0);
+impl<T: Transport> VirtioBlk<T> {
+    /// Resets and initialises the device behind `transport` (virtio 1.2, 3.1.1).
+    pub fn init(mut transport: T) -> Result<Self, InitError> {
+        let t = &mut transport;
+        t.set_status(0);
+        wait_for_reset(t)?;
         let mut status = STATUS_ACKNOWLEDGE | STATUS_DRIVER;
-        set(STATUS, STATUS_ACKNOWLEDGE);
-        set(STATUS, status);
+        t.set_status(STATUS_ACKNOWLEDGE);
+        t.set_status(status);
 
-        set(DEVICE_FEATURES_SEL, 0);
-        let low = u64::from(reg(DEVICE_FEATURES));
-        set(DEVICE_FEATURES_SEL, 1);
-        let offered = low | u64::from(reg(DEVICE_FEATURES)) << 32;
+        let offered = t.device_features();
         if offered & F_VERSION_1 == 0 {
-            set(STATUS, status | STATUS_FAILED);
+            t.set_status(status | STATUS_FAILED);
             return Err(InitError::NoVersion1);
         }
         let accepted = offered & (F_VERSION_1 | F_RO | F_FLUSH);
-        set(DRIVER_FEATURES_SEL, 0);
-        set(DRIVER_FEATURES, accepted as u32);
-        set(DRIVER_FEATURES_SEL, 1);
-        set(DRIVER_FEATURES, (accepted >> 32) as u32);
+        t.set_driver_features(accepted);
         status |= STATUS_FEATURES_OK;
-        set(STATUS, status);
-        if reg(STATUS) & STATUS_FEATURES_OK == 0 {
-            set(STATUS, status | STATUS_FAILED);
+        t.set_status(status);
+        if t.status() & STATUS_FEATURES_OK == 0 {
+            t.set_status(status | STATUS_FAILED);
             return Err(InitError::FeaturesRefused);
         }
 
-        set(QUEUE_SEL, 0);
-        let max = reg(QUEUE_NUM_MAX);
-        if max < u32::from(QUEUE_SIZE) || reg(QUEUE_READY) != 0 {
-            set(STATUS, status | STATUS_FAILED);
-            return Err(InitError::QueueUnavailable);
-        }
-        let q = QUEUE.0.get();
-        // SAFETY: no device uses the queue memory now (one device at a time, the previous
-        // one was reset); zeroing the rings through the raw pointer is exclusive access.
-        unsafe {
-            core::ptr::write_bytes(core::ptr::addr_of_mut!((*q).avail), 0, 1);
-            core::ptr::write_bytes(core::ptr::addr_of_mut!((*q).used), 0, 1);
-        }
-        // SAFETY: taking field addresses only.
-        let (desc, avail, used) = unsafe {
-            (
-                core::ptr::addr_of!((*q).desc) as u64,
-                core::ptr::addr_of!((*q).avail) as u64,
-                core::ptr::addr_of!((*q).used) as u64,
-            )
+        let queue = t.select_queue(QUEUE_INDEX);
+        let usable = if queue.max_size == 0 {
+            Err(InitError::NoQueue)
+        } else if queue.max_size < QUEUE_SIZE {
+            Err(InitError::QueueTooSmall(queue.max_size))
+        } else if queue.enabled {
+            Err(InitError::QueueLive)
+        } else {
+            Ok(())
         };
-        set(QUEUE_NUM, u32::from(QUEUE_SIZE));
-        for (off, addr) in [
-            (QUEUE_DESC, desc),
-            (QUEUE_DRIVER, avail),
-            (QUEUE_DEVICE, used),
-        ] {
-            set(off, addr as u32);
-            set(off + 4, (addr >> 32) as u32);
+        if let Err(error) = usable.and_then(|()| t.enable_queue(QUEUE_SIZE, rings())) {
+            t.set_status(status | STATUS_FAILED);
+            return Err(error);
         }
-        set(QUEUE_READY, 1);
         status |= STATUS_DRIVER_OK;
-        set(STATUS, status);
+        t.set_status(status);
 
-        let capacity = loop {
-            let generation = reg(CONFIG_GENERATION);
-            let capacity = u64::from(reg(CONFIG)) | u64::from(reg(CONFIG + 4)) << 32;
-            if reg(CONFIG_GENERATION) == generation {
-                break capacity;
-            }
+        let Some(capacity) = read_capacity(t) else {
+            t.set_status(status | STATUS_FAILED);
+            return Err(InitError::ConfigUnstable);
         };
         Ok(Self {
-            base,
+            transport,
             capacity,
             read_only: accepted & F_RO != 0,
             flush: accepted & F_FLUSH != 0,
@@ -239,9 +276,11 @@ impl VirtioBlk {
         })
     }
 
-    /// Resets the device, which releases the queue memory.
-    pub fn reset(self) {
-        mmio_write32(self.base + STATUS, 0);
+    /// Resets the device, which releases the queue memory; an error if device_status does
+    /// not read 0 afterwards (the device may still use the queue memory then).
+    pub fn reset(mut self) -> Result<(), InitError> {
+        self.transport.set_status(0);
+        wait_for_reset(&self.transport)
     }
 
     /// Reads `out.len()` bytes (at most `CHUNK`, whole sectors) from `sector` into `out`.
@@ -324,7 +363,7 @@ impl VirtioBlk {
             avail.add(1).write_volatile(self.next_avail);
             compiler_fence(Ordering::SeqCst);
         }
-        mmio_write32(self.base + QUEUE_NOTIFY, 0);
+        self.transport.notify();
         let used = QUEUE.0.get();
         for _ in 0..POLL_LIMIT {
             // SAFETY: the used ring is read with volatile loads while the device may
@@ -349,5 +388,51 @@ impl VirtioBlk {
             core::hint::spin_loop();
         }
         BlkStatus::Timeout
+    }
+}
+
+/// Waits for device_status to read 0 after a reset (virtio 1.2, 2.4.2).
+fn wait_for_reset(transport: &impl Transport) -> Result<(), InitError> {
+    let mut status = 0;
+    for _ in 0..RESET_POLLS {
+        status = transport.status();
+        if status == 0 {
+            return Ok(());
+        }
+        core::hint::spin_loop();
+    }
+    Err(InitError::ResetIgnored(status))
+}
+
+/// virtio_blk_config.capacity, read until config_generation says the two halves belong
+/// together (virtio 1.2, 2.5.1); `None` if it never does.
+fn read_capacity(transport: &impl Transport) -> Option<u64> {
+    for _ in 0..CONFIG_READS {
+        let generation = transport.config_generation();
+        let capacity =
+            u64::from(transport.config_read32(0)) | u64::from(transport.config_read32(4)) << 32;
+        if transport.config_generation() == generation {
+            return Some(capacity);
+        }
+    }
+    None
+}
+
+/// Zeroes the rings and says where they are.
+fn rings() -> Rings {
+    let q = QUEUE.0.get();
+    // SAFETY: no device uses the queue memory now (one device at a time, the previous one
+    // was reset); zeroing the rings through the raw pointer is exclusive access.
+    unsafe {
+        core::ptr::write_bytes(core::ptr::addr_of_mut!((*q).avail), 0, 1);
+        core::ptr::write_bytes(core::ptr::addr_of_mut!((*q).used), 0, 1);
+    }
+    // SAFETY: taking field addresses only.
+    unsafe {
+        Rings {
+            desc: core::ptr::addr_of!((*q).desc) as u64,
+            driver: core::ptr::addr_of!((*q).avail) as u64,
+            device: core::ptr::addr_of!((*q).used) as u64,
+        }
     }
 }
