@@ -400,6 +400,124 @@ fn two_disks_are_read_in_order() {
     run.check(hashes == expected, "disk hashes differ from the files'");
 }
 
+/// The disk as a modern virtio-pci function (00:01.0): the guest finds it by scanning bus
+/// 0, reaches its structures through the capabilities and BAR0, hashes the whole disk,
+/// writes a sector and reads it back, and the file holds what it wrote.
+#[test]
+fn virtio_pci_disk_is_read_and_written_through_pci() {
+    let disk = disk_image(9, 7);
+    let before = fs::read(disk.path()).unwrap();
+    let run = run(&[
+        "--virtio",
+        "pci",
+        "--disk",
+        &path_arg(&disk, false),
+        "--cmdline",
+        "cloister_test.write=4:over-PCI cloister_test.exit=0",
+    ]);
+    run.expect_pass(0);
+    run.check(
+        !run.stdout.contains("virtio_mmio.device="),
+        "a virtio-pci machine announced a virtio-mmio device on the command line",
+    );
+    run.expect_line("DISK at PCI 00:01.0 capacity 9 sectors rw flush");
+    run.expect_line(&format!(
+        "DISK SHA256 {}",
+        hex::encode(Sha256::digest(&before))
+    ));
+    run.expect_line("DISK WRITE sector 4 OK");
+    run.expect_line("DISK FLUSH OK");
+    run.expect_line("DISK READBACK OK");
+    let after = fs::read(disk.path()).unwrap();
+    let pattern: Vec<u8> = b"over-PCI".iter().copied().cycle().take(512).collect();
+    assert_eq!(after.len(), before.len(), "the disk file changed size");
+    assert_eq!(
+        &after[4 * 512..5 * 512],
+        &pattern[..],
+        "sector 4 not written"
+    );
+    assert_eq!(
+        &after[..4 * 512],
+        &before[..4 * 512],
+        "sectors before 4 changed"
+    );
+    assert_eq!(
+        &after[5 * 512..],
+        &before[5 * 512..],
+        "sectors after 4 changed"
+    );
+}
+
+/// Disk i is PCI device i + 1: two functions, found in slot order, the second read-only.
+#[test]
+fn virtio_pci_disks_are_found_in_slot_order() {
+    let first = disk_image(4, 8);
+    let second = disk_image(6, 9);
+    let run = run(&[
+        "--virtio",
+        "pci",
+        "--disk",
+        &path_arg(&first, false),
+        "--disk",
+        &path_arg(&second, true),
+        "--cmdline",
+        "cloister_test.exit=0",
+    ]);
+    run.expect_pass(0);
+    let disks: Vec<&str> = run
+        .guest_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("DISK at "))
+        .collect();
+    run.check(
+        disks
+            == [
+                "DISK at PCI 00:01.0 capacity 4 sectors rw flush",
+                "DISK at PCI 00:02.0 capacity 6 sectors ro flush",
+            ],
+        "the guest did not find the two disks at 00:01.0 and 00:02.0",
+    );
+    let hashes: Vec<String> = run
+        .guest_lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("DISK SHA256 "))
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = [&first, &second]
+        .iter()
+        .map(|f| hex::encode(Sha256::digest(fs::read(f.path()).unwrap())))
+        .collect();
+    run.check(hashes == expected, "disk hashes differ from the files'");
+}
+
+/// `--virtio mmio`: no PCI bus, so the guest's PCI scan finds nothing and the disk is the
+/// virtio-mmio window the command line announces.
+#[test]
+fn virtio_mmio_disk_has_no_pci_bus() {
+    let disk = disk_image(5, 10);
+    let run = run(&[
+        "--virtio",
+        "mmio",
+        "--disk",
+        &path_arg(&disk, false),
+        "--cmdline",
+        "cloister_test.exit=0",
+    ]);
+    run.expect_pass(0);
+    run.check(
+        run.has_line_starting("DISK at 0x") && run.stdout.contains("capacity 5 sectors rw"),
+        "the guest did not find the 5-sector virtio-mmio disk",
+    );
+    run.check(
+        !run.stdout.contains("PCI"),
+        "the guest reported PCI on a machine without a PCI bus",
+    );
+    run.expect_line(&format!(
+        "DISK SHA256 {}",
+        hex::encode(Sha256::digest(fs::read(disk.path()).unwrap()))
+    ));
+}
+
 #[test]
 fn guest_reports_a_parameter_it_cannot_parse() {
     let run = run(&["--cmdline", "cloister_test.exit=300"]);
