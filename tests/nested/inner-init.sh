@@ -18,6 +18,11 @@ while [ ! -b /dev/vda ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 echo "NESTED-LINUX: cpus=$(grep -c '^processor' /proc/cpuinfo) online=$(cat /sys/devices/system/cpu/online)"
 if [ -b /dev/vda ]; then
   echo "NESTED-LINUX: vda=present sectors=$(cat /sys/block/vda/size) head=$(head -c 32 /dev/vda | tr -cd 'A-Za-z0-9-')"
+  # Which transport the disk came through (its sysfs path: a PCI function or a platform
+  # device) and the interrupts its driver asked for (virtioN-config and virtioN-req.Q are
+  # MSI-X vectors; a bare virtioN is one shared line).
+  echo "NESTED-LINUX: vda-device=$(readlink -f /sys/block/vda/device | cut -d/ -f4-5)"
+  echo "NESTED-LINUX: virtio-irqs=$(grep -o 'virtio[0-9][-a-z0-9.]*' /proc/interrupts | tr '\n' ',')"
 else
   echo "NESTED-LINUX: vda=missing"
   echo "NESTED-LINUX: virtio-devices=$(ls /sys/bus/virtio/devices 2>/dev/null | tr '\n' ' ')"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Starts one inner VM under the VMM named by $1 (cloister, cloister-sim,
+# Starts one inner VM under the VMM named by $1 (cloister, cloister-mmio, cloister-sim,
 # cloister-verifier[-guest], cloister-tamper-*, qemu-microvm or qemu-pc) inside
 # the outer VM: the inner Debian kernel, its busybox initramfs and a copy of the marker
 # disk, with the CPU count, memory size and kernel command line from /nested.conf. Each
@@ -10,6 +10,12 @@ case "$1" in
     exec cloister run --kernel /inner/vmlinuz --initrd /inner/initrd.cpio.gz \
       --cmdline "$INNER_CMDLINE" --cpus "$INNER_CPUS" --memory "$INNER_MEM" \
       --disk path=/tmp/disk.img --serial stdio
+    ;;
+  cloister-mmio)
+    # The same, the disk on the virtio-mmio transport.
+    exec cloister run --kernel /inner/vmlinuz --initrd /inner/initrd.cpio.gz \
+      --cmdline "$INNER_CMDLINE" --cpus "$INNER_CPUS" --memory "$INNER_MEM" \
+      --disk path=/tmp/disk.img --serial stdio --virtio mmio
     ;;
   cloister-sim)
     # The same launch on the simulated SEV-SNP platform: the launch plan through the SNP
@@ -65,7 +71,7 @@ case "$1" in
       -nographic -no-reboot
     ;;
   *)
-    echo "inner-vmm: unknown VMM '$1' (expected cloister, cloister-sim, cloister-verifier, cloister-verifier-guest, cloister-tamper-kernel|initrd|cmdline, qemu-microvm or qemu-pc)" >&2
+    echo "inner-vmm: unknown VMM '$1' (expected cloister, cloister-mmio, cloister-sim, cloister-verifier, cloister-verifier-guest, cloister-tamper-kernel|initrd|cmdline, qemu-microvm or qemu-pc)" >&2
     exit 2
     ;;
 esac

@@ -23,7 +23,8 @@ set -euo pipefail
 usage() {
   cat <<'USAGE'
 usage: tests/nested/run.sh [options]
-  --vmm LIST         inner VMMs, comma-separated: cloister, cloister-sim, cloister-verifier,
+  --vmm LIST         inner VMMs, comma-separated: cloister (virtio-pci disk), cloister-mmio
+                     (the disk on virtio-mmio), cloister-sim, cloister-verifier,
                      cloister-verifier-guest, cloister-tamper-{kernel,initrd,cmdline},
                      qemu-microvm, qemu-pc
                      (default: cloister)
@@ -95,12 +96,12 @@ want_microvm=0
 want_pc=0
 for v in $vmm_list; do
   case "$v" in
-    cloister) want_cloister=1 ;;
+    cloister|cloister-mmio) want_cloister=1 ;;
     cloister-sim|cloister-verifier|cloister-verifier-guest|cloister-tamper-kernel|cloister-tamper-initrd|cloister-tamper-cmdline)
       want_cloister=1; want_sim=1 ;;
     qemu-microvm) want_microvm=1 ;;
     qemu-pc) want_pc=1 ;;
-    *) die "unknown inner VMM '$v' (expected cloister, cloister-sim, cloister-verifier, cloister-verifier-guest, cloister-tamper-{kernel,initrd,cmdline}, qemu-microvm or qemu-pc)" ;;
+    *) die "unknown inner VMM '$v' (expected cloister, cloister-mmio, cloister-sim, cloister-verifier, cloister-verifier-guest, cloister-tamper-{kernel,initrd,cmdline}, qemu-microvm or qemu-pc)" ;;
   esac
 done
 [ -n "$vmm_list" ] || die "--vmm is empty"

@@ -26,11 +26,13 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(2100);
 const OUTER_TIMEOUT_SECS: u32 = 1000;
 /// One inner boot (enforced inside the outer VM).
 const INNER_TIMEOUT_SECS: u32 = 300;
-/// The inner runs: Debian under plain cloister and on the simulated SNP platform, Debian
-/// and the test guest through the boot verifier, and three hostile hosts that change the
-/// staged kernel, initrd or command line after the launch.
-const VMMS: [&str; 7] = [
+/// The inner runs: Debian under plain cloister (its disk on virtio-pci, the default, and
+/// on virtio-mmio) and on the simulated SNP platform, Debian and the test guest through
+/// the boot verifier, and three hostile hosts that change the staged kernel, initrd or
+/// command line after the launch.
+const VMMS: [&str; 8] = [
     "cloister",
+    "cloister-mmio",
     "cloister-sim",
     "cloister-verifier",
     "cloister-verifier-guest",
@@ -120,6 +122,26 @@ fn field<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {
         .find_map(|line| line.find(prefix).map(|at| line[at + prefix.len()..].trim()))
 }
 
+/// Checks that in `vmm`'s run the inner Linux found /dev/vda at sysfs path `device` (its
+/// first two components under /sys/devices) with interrupts named `irqs`.
+fn check_transport(output: &str, vmm: &str, device: &str, irqs: &[&str]) {
+    let run = section(output, vmm);
+    let found = field(run, "NESTED-LINUX: vda-device=")
+        .unwrap_or_else(|| fail(&format!("{vmm}: the inner Linux printed no disk device")));
+    if found != device {
+        fail(&format!("{vmm}: /dev/vda is {found}, expected {device}"));
+    }
+    let names = field(run, "NESTED-LINUX: virtio-irqs=").unwrap_or("");
+    let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
+    for irq in irqs {
+        if !names.contains(irq) {
+            fail(&format!(
+                "{vmm}: the disk's driver has no interrupt {irq}: {names:?}"
+            ));
+        }
+    }
+}
+
 /// The lines of one inner run: from its NESTED-RUN-BEGIN line to its result line.
 fn section<'a>(output: &'a str, vmm: &str) -> &'a str {
     let begin = format!("NESTED-RUN-BEGIN: vmm={vmm} run=1");
@@ -184,6 +206,36 @@ fn debian_linux_boots_under_cloister_in_nested_kvm() {
     }
     if value(run, "exit") != Some("0") {
         fail(&format!("cloister did not exit with status 0: {run}"));
+    }
+    // The default transport: the disk is PCI function 00:01.0 and its driver got MSI-X
+    // vectors (config and request queue), not a shared line.
+    check_transport(
+        &output,
+        "cloister",
+        "pci0000:00/0000:00:01.0",
+        &["virtio0-config", "virtio0-req.0"],
+    );
+    // --virtio mmio: the ACPI-described virtio-mmio device on its I/O APIC line, read the
+    // same.
+    let mmio = field(&output, "NESTED-RUN: vmm=cloister-mmio run=1")
+        .unwrap_or_else(|| fail("the outer VM printed no result line for the cloister-mmio run"));
+    if value(mmio, "exit") != Some("0") || value(mmio, "marker_s").is_none_or(|v| v == "none") {
+        fail(&format!(
+            "with --virtio mmio the inner Linux did not boot: {mmio}"
+        ));
+    }
+    check_transport(
+        &output,
+        "cloister-mmio",
+        "platform/LNRO0005:00",
+        &["virtio0"],
+    );
+    let mmio_vda = field(section(&output, "cloister-mmio"), "NESTED-LINUX: vda=")
+        .unwrap_or_else(|| fail("cloister-mmio: the inner Linux printed no disk result"));
+    if value(mmio_vda, "head") != Some(DISK_MARKER) {
+        fail(&format!(
+            "cloister-mmio: /dev/vda does not start with {DISK_MARKER}: {mmio_vda}"
+        ));
     }
 
     // The same kernel launched on the simulated SEV-SNP platform: through the SNP

@@ -65,7 +65,7 @@ pub struct IdBlockArgs {
     #[arg(
         long,
         value_name = "HEX",
-        conflicts_with_all = ["vcpus", "kernel", "initrd", "append", "platform", "memory", "policy", "disks"],
+        conflicts_with_all = ["vcpus", "kernel", "initrd", "append", "platform", "memory", "policy", "disks", "virtio"],
         help_heading = LAUNCH_HEADING
     )]
     pub measurement: Option<String>,
@@ -265,7 +265,7 @@ fn summary(signed: &SignedIdBlock) -> String {
     format!(
         "cloister id-block: wrote {} ({ID_BLOCK_SIZE} bytes) and {} ({ID_AUTH_SIZE} bytes)\n\
          cloister id-block: LD {}{platform}, POLICY {:#x}, FAMILY_ID {}, IMAGE_ID {}, VERSION {}, GUEST_SVN {}\n\
-         cloister id-block: launch it with the same inputs (run --cpus, --cmdline, --kernel, --initrd, --memory, --disk, --policy):\n\
+         cloister id-block: launch it with the same inputs (run --cpus, --cmdline, --kernel, --initrd, --memory, --disk, --virtio, --policy):\n\
          cloister id-block:   cloister run{platform_flag} ... --id-block {} --id-auth {}{author_flag}\n",
         signed.id_block_path.display(),
         signed.id_auth_path.display(),
