@@ -124,21 +124,20 @@ fn field<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// Checks that in `vmm`'s run the inner Linux found /dev/vda at sysfs path `device` (its
 /// first two components under /sys/devices) with interrupts named `irqs`.
-fn check_transport(output: &str, vmm: &str, device: &str, irqs: &[&str]) {
+fn check_transport(output: &str, vmm: &str, device: &str, irqs: &[&str]) -> Result<(), String> {
     let run = section(output, vmm);
     let found = field(run, "NESTED-LINUX: vda-device=")
-        .unwrap_or_else(|| fail(&format!("{vmm}: the inner Linux printed no disk device")));
+        .ok_or_else(|| format!("{vmm}: the inner Linux printed no disk device"))?;
     if found != device {
-        fail(&format!("{vmm}: /dev/vda is {found}, expected {device}"));
+        return Err(format!("{vmm}: /dev/vda is {found}, expected {device}"));
     }
     let names = field(run, "NESTED-LINUX: virtio-irqs=").unwrap_or("");
     let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
-    for irq in irqs {
-        if !names.contains(irq) {
-            fail(&format!(
-                "{vmm}: the disk's driver has no interrupt {irq}: {names:?}"
-            ));
-        }
+    match irqs.iter().find(|irq| !names.contains(irq)) {
+        Some(irq) => Err(format!(
+            "{vmm}: the disk's driver has no interrupt {irq}: {names:?}"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -209,12 +208,14 @@ fn debian_linux_boots_under_cloister_in_nested_kvm() {
     }
     // The default transport: the disk is PCI function 00:01.0 and its driver got MSI-X
     // vectors (config and request queue), not a shared line.
-    check_transport(
+    if let Err(e) = check_transport(
         &output,
         "cloister",
         "pci0000:00/0000:00:01.0",
         &["virtio0-config", "virtio0-req.0"],
-    );
+    ) {
+        fail(&e);
+    }
     // --virtio mmio: the ACPI-described virtio-mmio device on its I/O APIC line, read the
     // same.
     let mmio = field(&output, "NESTED-RUN: vmm=cloister-mmio run=1")
