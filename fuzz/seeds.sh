@@ -9,8 +9,10 @@
 # AMD's signed report vectors and chains ($CLOISTER_VECTORS, default ../shared/vectors/snp
 # from the repository root), Debian's OVMF (/usr/share/ovmf/OVMF.fd) and kernel
 # (target/nested-cache/linux/*/boot/vmlinuz-*), the built-in test guest, the simulated
-# PSP's messages, the policy examples and the TOML of the docs and policy tests, and keys
-# and CRLs made with the openssl CLI. A missing input only means fewer seeds.
+# PSP's messages, the policy examples and the TOML of the docs and policy tests, keys and
+# CRLs made with the openssl CLI, and Linux's PCI enumeration and virtio-pci set-up
+# (virtio_pci restates the driver's sequence of accesses). A missing input only means
+# fewer seeds.
 # Targets without a generator (virtio_blk, acpi_tables) are left as they are.
 set -euo pipefail
 cd "$(dirname "$0")"
