@@ -8,7 +8,7 @@
 //! size.
 #![no_main]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
@@ -19,7 +19,7 @@ use cloister_vmm::devices::virtio::queue::{
     VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 use cloister_vmm::devices::virtio::{
-    status, IrqTrigger, MmioTransport, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
+    status, CountingIrq, MmioTransport, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
 };
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -36,15 +36,6 @@ const GOOD_USED: u64 = 0x1400;
 const BUFFERS: u64 = 0x2000;
 /// Where a request sent through an indirect table puts the table.
 const INDIRECT_TABLE: u64 = SECOND_REGION + 0xf000;
-
-struct CountingIrq(AtomicUsize);
-
-impl IrqTrigger for CountingIrq {
-    fn trigger(&self) -> std::io::Result<()> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
 
 /// A guest address: mostly inside memory, sometimes in the hole or anywhere.
 #[derive(Arbitrary, Debug, Clone, Copy)]

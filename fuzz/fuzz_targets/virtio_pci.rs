@@ -57,7 +57,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cloister_fuzz::input::{Reader, Writer};
@@ -80,8 +80,8 @@ use cloister_vmm::devices::virtio::pci::{
 };
 use cloister_vmm::devices::virtio::queue::{VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
 use cloister_vmm::devices::virtio::{
-    status, IrqTrigger, NotifiedDevice, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_RING_EVENT_IDX,
-    VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
+    status, CountingIrq, IrqTrigger, NotifiedDevice, VIRTIO_F_ACCESS_PLATFORM,
+    VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
 };
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -130,16 +130,6 @@ type Function = VirtioPciFunction<Block<MemDisk>, GuestMemoryMmap>;
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[derive(Default)]
-struct CountingIrq(AtomicUsize);
-
-impl IrqTrigger for CountingIrq {
-    fn trigger(&self) -> std::io::Result<()> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
 }
 
 /// The hypervisor as the function sees it, checking every request.

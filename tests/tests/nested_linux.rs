@@ -225,12 +225,14 @@ fn debian_linux_boots_under_cloister_in_nested_kvm() {
             "with --virtio mmio the inner Linux did not boot: {mmio}"
         ));
     }
-    check_transport(
+    if let Err(e) = check_transport(
         &output,
         "cloister-mmio",
         "platform/LNRO0005:00",
         &["virtio0"],
-    );
+    ) {
+        fail(&e);
+    }
     let mmio_vda = field(section(&output, "cloister-mmio"), "NESTED-LINUX: vda=")
         .unwrap_or_else(|| fail("cloister-mmio: the inner Linux printed no disk result"));
     if value(mmio_vda, "head") != Some(DISK_MARKER) {

@@ -187,6 +187,29 @@ fn kernel_file(image: &[u8]) -> tempfile::NamedTempFile {
     file
 }
 
+/// `after` is `before` with sector `sector` filled with `text` repeated, and nothing else
+/// changed (the file's size included).
+fn assert_only_sector_written(before: &[u8], after: &[u8], sector: usize, text: &[u8]) {
+    let pattern: Vec<u8> = text.iter().copied().cycle().take(512).collect();
+    let (start, end) = (sector * 512, (sector + 1) * 512);
+    assert_eq!(after.len(), before.len(), "the disk file changed size");
+    assert_eq!(
+        &after[start..end],
+        &pattern[..],
+        "sector {sector} not written"
+    );
+    assert_eq!(
+        &after[..start],
+        &before[..start],
+        "sectors before {sector} changed"
+    );
+    assert_eq!(
+        &after[end..],
+        &before[end..],
+        "sectors after {sector} changed"
+    );
+}
+
 #[test]
 fn builtin_guest_boots_and_powers_off_with_status_0() {
     let run = run(&[]);
@@ -311,24 +334,7 @@ fn disk_write_persists() {
     ));
     run.expect_line("DISK WRITE sector 5 OK");
     run.expect_line("DISK READBACK OK");
-    let after = fs::read(disk.path()).unwrap();
-    let pattern: Vec<u8> = b"Cloister!".iter().copied().cycle().take(512).collect();
-    assert_eq!(after.len(), before.len(), "the disk file changed size");
-    assert_eq!(
-        &after[5 * 512..6 * 512],
-        &pattern[..],
-        "sector 5 not written"
-    );
-    assert_eq!(
-        &after[..5 * 512],
-        &before[..5 * 512],
-        "sectors before 5 changed"
-    );
-    assert_eq!(
-        &after[6 * 512..],
-        &before[6 * 512..],
-        "sectors after 5 changed"
-    );
+    assert_only_sector_written(&before, &fs::read(disk.path()).unwrap(), 5, b"Cloister!");
 }
 
 #[test]
@@ -428,24 +434,7 @@ fn virtio_pci_disk_is_read_and_written_through_pci() {
     run.expect_line("DISK WRITE sector 4 OK");
     run.expect_line("DISK FLUSH OK");
     run.expect_line("DISK READBACK OK");
-    let after = fs::read(disk.path()).unwrap();
-    let pattern: Vec<u8> = b"over-PCI".iter().copied().cycle().take(512).collect();
-    assert_eq!(after.len(), before.len(), "the disk file changed size");
-    assert_eq!(
-        &after[4 * 512..5 * 512],
-        &pattern[..],
-        "sector 4 not written"
-    );
-    assert_eq!(
-        &after[..4 * 512],
-        &before[..4 * 512],
-        "sectors before 4 changed"
-    );
-    assert_eq!(
-        &after[5 * 512..],
-        &before[5 * 512..],
-        "sectors after 4 changed"
-    );
+    assert_only_sector_written(&before, &fs::read(disk.path()).unwrap(), 4, b"over-PCI");
 }
 
 /// Disk i is PCI device i + 1: two functions, found in slot order, the second read-only.

@@ -244,6 +244,11 @@ impl KvmPciHost {
     }
 }
 
+/// A KVM ioctl's error as the `std::io::Error` the [`PciHost`] interface speaks.
+fn io_error(e: kvm_ioctls::Error) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.errno())
+}
+
 impl PciHost for KvmPciHost {
     fn set_msi_route(&self, gsi: u32, message: MsiMessage) -> std::io::Result<()> {
         let mut routes = self.msi_routes.lock().unwrap_or_else(|p| p.into_inner());
@@ -251,11 +256,7 @@ impl PciHost for KvmPciHost {
         let table = Self::routing_table(&routes);
         let result = KvmIrqRouting::from_entries(&table)
             .map_err(|e| std::io::Error::other(format!("{e:?}")))
-            .and_then(|routing| {
-                self.fd
-                    .set_gsi_routing(&routing)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
-            });
+            .and_then(|routing| self.fd.set_gsi_routing(&routing).map_err(io_error));
         if result.is_err() {
             // KVM kept the old table: so does the record.
             match previous {
@@ -273,7 +274,7 @@ impl PciHost for KvmPciHost {
                 &kvm_ioctls::IoEventAddress::Mmio(addr),
                 kvm_ioctls::NoDatamatch,
             )
-            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+            .map_err(io_error)
     }
 
     fn unregister_ioevent(&self, event: &EventFd, addr: u64) -> std::io::Result<()> {
@@ -283,7 +284,7 @@ impl PciHost for KvmPciHost {
                 &kvm_ioctls::IoEventAddress::Mmio(addr),
                 kvm_ioctls::NoDatamatch,
             )
-            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+            .map_err(io_error)
     }
 }
 

@@ -3,10 +3,11 @@
 //! window the DSDT's root bridge (`PNP0A03`) gives the guest.
 //!
 //! ```text
-//! let root = Arc::new(PciRoot::new(window_start, window_len));
+//! let mut root = PciRoot::new();                      // host bridge at 00:00.0
 //! root.add(1, virtio_blk_function)?;                  // 00:01.0
+//! let root = Arc::new(root);
 //! pio.insert(PciConfigIo::new(root.clone()), 0xcf8, 8)?;
-//! mmio.insert(PciMmioWindow::new(root), window_start, window_len)?;
+//! mmio.insert(PciMmioWindow::new(window_start, root), window_start, window_len)?;
 //! ```
 //!
 //! What a function needs from the hypervisor while the guest runs (an MSI route for a

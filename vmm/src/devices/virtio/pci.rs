@@ -432,10 +432,11 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPciFunction<D, M> {
 
     /// Registers an ioeventfd per queue at BAR0's notify addresses, where BAR0 is now.
     fn update_ioevents(&mut self) {
+        let decoded = self.decoded_bar();
         let Some(notify) = &mut self.notify else {
             return;
         };
-        let wanted: Vec<u64> = match self.config.memory_enabled().then(|| self.config.bar64(0)) {
+        let wanted: Vec<u64> = match decoded {
             Some(base)
                 if base >= self.window.start
                     && base

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -16,7 +16,7 @@ use crate::devices::virtio::pci::{
     bar, common, PciWiring, VirtioPciFunction, VirtioPciTransport, NO_VECTOR,
 };
 use crate::devices::virtio::queue::{VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
-use crate::devices::virtio::{status, IrqTrigger, NotifiedDevice};
+use crate::devices::virtio::{status, CountingIrq, IrqTrigger, NotifiedDevice};
 
 const WINDOW: u64 = 0xc000_0000;
 const WINDOW_LEN: u64 = 0x1000_0000;
@@ -28,16 +28,6 @@ const QSIZE: u16 = 16;
 const HDR: u64 = 0x1_0000;
 const DATA: u64 = 0x1_1000;
 const STATUS_BYTE: u64 = 0x1_0100;
-
-#[derive(Default)]
-struct CountingIrq(AtomicUsize);
-
-impl IrqTrigger for CountingIrq {
-    fn trigger(&self) -> std::io::Result<()> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
 
 #[derive(Default)]
 struct MockHost {

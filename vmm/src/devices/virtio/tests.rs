@@ -2,7 +2,7 @@
 //! through registers and hand-built rings in a `GuestMemoryMmap` (no VM).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
@@ -27,16 +27,6 @@ const SECTORS: usize = 8;
 
 const R: u16 = 0;
 const W: u16 = VIRTQ_DESC_F_WRITE;
-
-#[derive(Default)]
-struct CountingIrq(AtomicUsize);
-
-impl IrqTrigger for CountingIrq {
-    fn trigger(&self) -> std::io::Result<()> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
 
 fn pattern() -> Vec<u8> {
     (0..SECTORS * 512)
