@@ -571,6 +571,7 @@ pub fn build_with_id_block(
             &mut mmio,
             &config.disks,
             &slots.pci,
+            u16::from(config.vcpus),
         )?);
     }
 
@@ -886,13 +887,16 @@ fn attach_pci_disks(
     mmio: &mut Bus,
     disks: &[DiskSpec],
     slots: &[PciSlot],
+    queues: u16,
 ) -> Result<Vec<DeviceWorker>, BuildError> {
     let pci_host: Arc<dyn PciHost> = vm.pci_host();
     let mut root = PciRoot::new();
     let mut workers = Vec::with_capacity(disks.len());
     let mut next_gsi = MSI_GSI_START;
     for (index, (disk, slot)) in disks.iter().zip(slots).enumerate() {
-        let block = virtio::Block::open(disk)?;
+        // One request queue per vCPU, as QEMU's virtio-blk-pci: each has its own MSI-X
+        // vector, which Linux binds to the queue's CPU.
+        let block = virtio::Block::open(disk)?.with_queues(queues);
         let vectors = virtio::VirtioDevice::queue_max_sizes(&block).len() + 1;
         let mut vector_irqs: Vec<Arc<dyn virtio::IrqTrigger>> = Vec::with_capacity(vectors);
         let mut vector_gsis = Vec::with_capacity(vectors);

@@ -367,9 +367,9 @@ fn report(serial: &str) -> Vec<String> {
     let mut lines = vec![
         String::new(),
         "Nested KVM: outer QEMU TCG -cpu EPYC,+svm,+npt (1 CPU); inner Debian kernel + busybox \
-         initramfs, 2 vCPUs, 256 MiB, one virtio-blk disk (virtio-mmio in ACPI for cloister \
-         and qemu-microvm, virtio-blk-pci for qemu-pc), command line console=ttyS0 panic=-1 \
-         quiet"
+         initramfs, 2 vCPUs, 256 MiB, one virtio-blk disk (virtio-blk-pci with a request queue \
+         per vCPU for cloister and qemu-pc; virtio-mmio in ACPI for cloister-mmio and \
+         qemu-microvm), command line console=ttyS0 panic=-1 quiet"
             .to_string(),
         "median seconds from the inner VMM's process start (outer guest clock); pre-kernel = \
          marker - the guest's own uptime at the marker (VMM set-up, firmware, decompression, \

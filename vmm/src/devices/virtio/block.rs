@@ -41,6 +41,12 @@ pub const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
 pub const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 /// Feature: the device honours VIRTIO_BLK_T_FLUSH.
 pub const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+/// Feature: `num_queues` in the configuration is valid; the device has that many request
+/// queues.
+pub const VIRTIO_BLK_F_MQ: u64 = 1 << 12;
+/// Most request queues a device offers. Linux uses at most one per possible CPU, and
+/// Cloister's vCPU count is far below this for a disk to need more.
+pub const MAX_QUEUES: u16 = 64;
 
 /// What every virtio-blk device offers; a read-only one adds [`VIRTIO_BLK_F_RO`].
 const FEATURES: u64 = VIRTIO_F_VERSION_1
@@ -48,7 +54,8 @@ const FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_F_RING_INDIRECT_DESC
     | VIRTIO_F_RING_EVENT_IDX
     | VIRTIO_BLK_F_SEG_MAX
-    | VIRTIO_BLK_F_FLUSH;
+    | VIRTIO_BLK_F_FLUSH
+    | VIRTIO_BLK_F_MQ;
 
 /// Every virtio-blk device offers VIRTIO_F_ACCESS_PLATFORM: what the launch policy asks
 /// before the device exists (`cloister_policy::VirtioDeviceInfo`).
@@ -76,8 +83,11 @@ pub const DISK_ID_LEN: usize = 20;
 const HEADER_LEN: u32 = 16;
 /// Bytes moved between the image and guest memory per step.
 const CHUNK: usize = 64 * 1024;
-/// Bytes of `struct virtio_blk_config` the device exposes (up to and including blk_size).
-const CONFIG_LEN: usize = 24;
+/// Bytes of `struct virtio_blk_config` the device exposes (up to and including
+/// num_queues; the topology and writeback fields between read as 0).
+const CONFIG_LEN: usize = 36;
+/// Offset of `num_queues` (le16) in `struct virtio_blk_config`.
+const CONFIG_NUM_QUEUES: usize = 34;
 
 /// Where a block device keeps its sectors. Implemented for [`File`] and, for tests and
 /// fuzzing, [`MemDisk`].
@@ -382,7 +392,7 @@ pub struct Block<B: DiskBackend = File> {
     capacity: u64,
     disk_id: [u8; DISK_ID_LEN],
     acked_features: u64,
-    queue_sizes: [u16; 1],
+    queue_sizes: Vec<u16>,
     guest_errors: GuestErrorLog,
 }
 
@@ -442,9 +452,18 @@ impl<B: DiskBackend> Block<B> {
             capacity: size / SECTOR_SIZE,
             disk_id,
             acked_features: 0,
-            queue_sizes: [QUEUE_SIZE],
+            queue_sizes: vec![QUEUE_SIZE],
             guest_errors: GuestErrorLog::default(),
         }
+    }
+
+    /// The same device with `queues` request queues (clamped to 1..=[`MAX_QUEUES`]), as
+    /// offered to the driver by VIRTIO_BLK_F_MQ. With one queue per vCPU, Linux submits
+    /// and completes a request on the same CPU (each queue has its own MSI-X vector, bound
+    /// to its CPU), so a completion does not need an IPI to wake the waiter elsewhere.
+    pub fn with_queues(mut self, queues: u16) -> Self {
+        self.queue_sizes = vec![QUEUE_SIZE; usize::from(queues.clamp(1, MAX_QUEUES))];
+        self
     }
 
     /// The backend (tests look at what was written).
@@ -632,6 +651,9 @@ impl<B: DiskBackend> VirtioDevice for Block<B> {
         config[0..8].copy_from_slice(&self.capacity.to_le_bytes());
         // seg_max: a request needs a header and a status descriptor besides its data.
         config[12..16].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
+        // At most MAX_QUEUES entries: the count fits the le16 field.
+        let queues = self.queue_sizes.len() as u16;
+        config[CONFIG_NUM_QUEUES..CONFIG_NUM_QUEUES + 2].copy_from_slice(&queues.to_le_bytes());
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = offset
                 .checked_add(i as u64)

@@ -11,7 +11,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::devices::bus::BusDevice;
 use crate::devices::pci::{MsiMessage, PciConfigIo, PciHost, PciMmioWindow, PciRoot};
-use crate::devices::virtio::block::{Block, MemDisk, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN};
+use crate::devices::virtio::block::{
+    Block, MemDisk, VIRTIO_BLK_F_MQ, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN,
+};
 use crate::devices::virtio::pci::{
     bar, common, PciWiring, VirtioPciFunction, VirtioPciTransport, NO_VECTOR,
 };
@@ -66,10 +68,22 @@ struct Machine {
     host: Arc<MockHost>,
     transport: Arc<Mutex<Transport>>,
     notify: Arc<EventFd>,
-    avail_idx: u16,
+    /// The next available index of each queue.
+    avail_idx: Vec<u16>,
+}
+
+/// Queue `q`'s rings: queue 0 at DESC, AVAIL, USED; each further queue 0x3000 higher.
+fn rings(q: u16) -> (u64, u64, u64) {
+    let shift = 0x3000 * u64::from(q);
+    (DESC + shift, AVAIL + shift, USED + shift)
 }
 
 fn machine() -> Machine {
+    machine_with(1)
+}
+
+/// A machine whose disk has `queues` request queues (and `queues + 1` MSI-X vectors).
+fn machine_with(queues: u16) -> Machine {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
     let bytes: Vec<u8> = (0..8 * 512).map(|i| (i * 7 + i / 512) as u8).collect();
     let block = Block::with_backend(
@@ -77,8 +91,12 @@ fn machine() -> Machine {
         8 * 512,
         false,
         *b"cloister-test-disk-1",
-    );
-    let irqs: Vec<Arc<CountingIrq>> = (0..2).map(|_| Arc::new(CountingIrq::default())).collect();
+    )
+    .with_queues(queues);
+    let vectors = u32::from(queues) + 1;
+    let irqs: Vec<Arc<CountingIrq>> = (0..vectors)
+        .map(|_| Arc::new(CountingIrq::default()))
+        .collect();
     let host = Arc::new(MockHost::default());
     let notify = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
     let function = VirtioPciFunction::new(
@@ -91,7 +109,7 @@ fn machine() -> Machine {
                 .iter()
                 .map(|i| i.clone() as Arc<dyn IrqTrigger>)
                 .collect(),
-            vector_gsis: vec![24, 25],
+            vector_gsis: (24..24 + vectors).collect(),
             host: host.clone(),
             notify: Some(notify.clone()),
         },
@@ -114,7 +132,7 @@ fn machine() -> Machine {
         host,
         transport,
         notify,
-        avail_idx: 0,
+        avail_idx: vec![0; usize::from(queues)],
     }
 }
 
@@ -218,6 +236,12 @@ impl Machine {
 
     /// A read of sector 1 into DATA, published and notified through the BAR.
     fn read_sector(&mut self) {
+        self.read_sector_on(0);
+    }
+
+    /// [`Self::read_sector`] on queue `q`, notified at the queue's own notify address.
+    fn read_sector_on(&mut self, q: u16) {
+        let (desc, avail, _) = rings(q);
         let m = &self.mem;
         m.write_obj(VIRTIO_BLK_T_IN, GuestAddress(HDR)).unwrap();
         m.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
@@ -229,20 +253,21 @@ impl Machine {
             (STATUS_BYTE, 1, VIRTQ_DESC_F_WRITE),
         ];
         for (i, (addr, len, flags)) in chain.into_iter().enumerate() {
-            let at = DESC + 16 * i as u64;
+            let at = desc + 16 * i as u64;
             m.write_obj(addr, GuestAddress(at)).unwrap();
             m.write_obj(len, GuestAddress(at + 8)).unwrap();
             m.write_obj(flags, GuestAddress(at + 12)).unwrap();
             m.write_obj(i as u16 + 1, GuestAddress(at + 14)).unwrap();
         }
-        let slot = u64::from(self.avail_idx % QSIZE);
-        m.write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * slot))
+        let next = &mut self.avail_idx[usize::from(q)];
+        let slot = u64::from(*next % QSIZE);
+        m.write_obj(0u16, GuestAddress(avail + 4 + 2 * slot))
             .unwrap();
-        self.avail_idx += 1;
-        m.write_obj(self.avail_idx, GuestAddress(AVAIL + 2))
-            .unwrap();
-        // What Linux's vp_notify writes: the queue index, 16 bits, at the queue's address.
-        self.wr(BAR0 + bar::NOTIFY, 2, 0);
+        *next += 1;
+        m.write_obj(*next, GuestAddress(avail + 2)).unwrap();
+        // What Linux's vp_notify writes: the queue index, 16 bits, at the queue's address
+        // (notify_off_multiplier 4 apart).
+        self.wr(BAR0 + bar::NOTIFY + 4 * u64::from(q), 2, q.into());
         assert_eq!(
             self.notify.read().unwrap(),
             1,
@@ -252,11 +277,22 @@ impl Machine {
     }
 
     fn used_idx(&self) -> u16 {
-        self.mem.read_obj(GuestAddress(USED + 2)).unwrap()
+        self.used_idx_of(0)
+    }
+
+    fn used_idx_of(&self, q: u16) -> u16 {
+        self.mem.read_obj(GuestAddress(rings(q).2 + 2)).unwrap()
     }
 
     fn interrupts(&self) -> [usize; 2] {
         [0, 1].map(|i| self.irqs[i].0.load(Ordering::SeqCst))
+    }
+
+    fn all_interrupts(&self) -> Vec<usize> {
+        self.irqs
+            .iter()
+            .map(|i| i.0.load(Ordering::SeqCst))
+            .collect()
     }
 }
 
@@ -456,4 +492,80 @@ fn the_pci_cfg_capability_reaches_the_bar() {
     m.cfg_write(1, cap + 8, 4, (bar::COMMON + common::QUEUE_SELECT) as u32);
     m.cfg_write(1, cap + 16, 2, 3);
     assert_eq!(m.common_rd(common::QUEUE_SELECT, 2), 3);
+}
+
+#[test]
+fn a_multiqueue_disk_serves_each_queue_on_its_own_notify_address_and_vector() {
+    let mut m = machine_with(2);
+    let msix = m.capabilities().iter().find(|c| c.1 == 0x11).unwrap().0;
+    assert_eq!(m.cfg_read(1, msix + 2, 2) & 0x7ff, 2, "three vectors");
+    assert_eq!(m.common_rd(common::NUM_QUEUES, 2), 2);
+    assert_eq!(
+        *m.host.ioevents.lock().unwrap(),
+        BTreeSet::from([BAR0 + bar::NOTIFY, BAR0 + bar::NOTIFY + 4])
+    );
+    // VIRTIO_BLK_F_MQ is offered, and num_queues (le16 at 34) says two.
+    m.common_wr(common::DEVICE_FEATURE_SELECT, 4, 0);
+    assert_ne!(m.common_rd(common::DEVICE_FEATURE, 4) & VIRTIO_BLK_F_MQ, 0);
+    assert_eq!(m.rd(BAR0 + bar::DEVICE + 34, 2), 2);
+    assert_eq!(m.rd(BAR0 + bar::DEVICE + 12, 4), 254, "seg_max unchanged");
+
+    m.activate();
+    // Queue 1 on vector 2, with rings of its own.
+    let (desc, avail, used) = rings(1);
+    m.common_wr(common::QUEUE_SELECT, 2, 1);
+    assert_eq!(m.common_rd(common::QUEUE_SIZE, 2), 256);
+    m.common_wr(common::QUEUE_SIZE, 2, QSIZE.into());
+    m.common_wr(common::QUEUE_MSIX_VECTOR, 2, 2);
+    for (reg, addr) in [
+        (common::QUEUE_DESC, desc),
+        (common::QUEUE_DRIVER, avail),
+        (common::QUEUE_DEVICE, used),
+    ] {
+        m.common_wr(reg, 4, addr);
+        m.common_wr(reg + 4, 4, 0);
+    }
+    m.common_wr(common::QUEUE_ENABLE, 2, 1);
+    for v in 0..3u64 {
+        let entry = BAR0 + bar::MSIX_TABLE + 16 * v;
+        m.wr(entry, 4, 0xfee0_0000);
+        m.wr(entry + 8, 4, 0x40 + v);
+        m.wr(entry + 12, 4, 0);
+    }
+    let control = m.cfg_read(1, msix + 2, 2);
+    m.cfg_write(1, msix + 2, 2, control | 0x8000);
+
+    m.read_sector_on(1);
+    assert_eq!((m.used_idx_of(0), m.used_idx_of(1)), (0, 1));
+    assert_eq!(
+        m.mem.read_obj::<u8>(GuestAddress(STATUS_BYTE)).unwrap(),
+        VIRTIO_BLK_S_OK
+    );
+    let mut sector = [0u8; 512];
+    m.mem.read_slice(&mut sector, GuestAddress(DATA)).unwrap();
+    assert_eq!(sector[0], (512 * 7 + 1) as u8, "sector 1's first byte");
+    assert_eq!(m.all_interrupts(), [0, 0, 1], "queue 1's vector only");
+
+    m.read_sector_on(0);
+    assert_eq!((m.used_idx_of(0), m.used_idx_of(1)), (1, 1));
+    assert_eq!(m.all_interrupts(), [0, 1, 1]);
+}
+
+#[test]
+fn the_queue_count_is_clamped_to_what_the_device_offers() {
+    use crate::devices::virtio::block::MAX_QUEUES;
+    use crate::devices::virtio::VirtioDevice;
+    let disk = || MemDisk {
+        bytes: vec![0; 512],
+        flushes: 0,
+    };
+    let queues = |n| {
+        Block::with_backend(disk(), 512, false, [0; 20])
+            .with_queues(n)
+            .queue_max_sizes()
+            .len()
+    };
+    assert_eq!(queues(0), 1);
+    assert_eq!(queues(4), 4);
+    assert_eq!(queues(u16::MAX), usize::from(MAX_QUEUES));
 }

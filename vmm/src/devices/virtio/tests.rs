@@ -290,9 +290,11 @@ fn identification_registers_and_config() {
         VIRTIO_BLK_F_RO
             | VIRTIO_BLK_F_FLUSH
             | VIRTIO_BLK_F_SEG_MAX
+            | VIRTIO_BLK_F_MQ
             | VIRTIO_F_RING_INDIRECT_DESC
             | VIRTIO_F_RING_EVENT_IDX
     );
+    assert_eq!(VIRTIO_BLK_F_MQ, 1 << 12);
     assert_eq!(VIRTIO_F_RING_INDIRECT_DESC, 1 << 28);
     assert_eq!(VIRTIO_F_RING_EVENT_IDX, 1 << 29);
     // Capacity: 4196 bytes round down to 8 sectors.
@@ -302,6 +304,10 @@ fn identification_registers_and_config() {
     let mut seg_max = [0u8; 4];
     d.dev.read(reg::CONFIG + 12, &mut seg_max);
     assert_eq!(u32::from_le_bytes(seg_max), 254);
+    // num_queues (le16 at 34): one unless the builder asked for more.
+    let mut num_queues = [0u8; 2];
+    d.dev.read(reg::CONFIG + 34, &mut num_queues);
+    assert_eq!(u16::from_le_bytes(num_queues), 1);
     // Past the configuration space: zeros. Misaligned register access: all-ones.
     let mut far = [0xaau8; 4];
     d.dev.read(0xff0, &mut far);
