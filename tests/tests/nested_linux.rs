@@ -207,12 +207,12 @@ fn debian_linux_boots_under_cloister_in_nested_kvm() {
         fail(&format!("cloister did not exit with status 0: {run}"));
     }
     // The default transport: the disk is PCI function 00:01.0 and its driver got MSI-X
-    // vectors (config and request queue), not a shared line.
+    // vectors (config, and one request queue per inner vCPU: two), not a shared line.
     if let Err(e) = check_transport(
         &output,
         "cloister",
         "pci0000:00/0000:00:01.0",
-        &["virtio0-config", "virtio0-req.0"],
+        &["virtio0-config", "virtio0-req.0", "virtio0-req.1"],
     ) {
         fail(&e);
     }
