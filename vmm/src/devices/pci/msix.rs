@@ -289,7 +289,8 @@ impl MsixTable {
         let Some(entry) = self.entries.get(i).copied() else {
             return;
         };
-        let deliverable = self.enabled && !self.function_mask && entry.control & ENTRY_MASKED == 0;
+        let mut deliverable =
+            self.enabled && !self.function_mask && entry.control & ENTRY_MASKED == 0;
         if deliverable {
             let message = MsiMessage {
                 address: entry.address,
@@ -298,10 +299,19 @@ impl MsixTable {
             if self.routed[i] != Some(message) {
                 match self.host.set_msi_route(self.gsis[i], message) {
                     Ok(()) => self.routed[i] = Some(message),
-                    Err(e) => self.guest_errors.log(format_args!(
-                        "MSI-X: vector {i} ({:#x}, data {:#x}) cannot be routed: {e}",
-                        message.address, message.data
-                    )),
+                    Err(e) => {
+                        // The GSI may still carry the old message: firing it would
+                        // interrupt where the guest no longer points. The vector's
+                        // interrupts wait in the pending bits instead, and the next
+                        // change of its entry or mask tries the route again.
+                        self.routed[i] = None;
+                        deliverable = false;
+                        self.guest_errors.log(format_args!(
+                            "MSI-X: vector {i} ({:#x}, data {:#x}) cannot be routed: {e}; \
+                             its interrupts stay pending",
+                            message.address, message.data
+                        ));
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -35,10 +35,15 @@ const STATUS_BYTE: u64 = 0x1_0100;
 struct MockHost {
     routes: Mutex<Vec<(u32, MsiMessage)>>,
     ioevents: Mutex<BTreeSet<u64>>,
+    /// Refuse every route, as KVM_SET_GSI_ROUTING would fail.
+    refuse_routes: AtomicBool,
 }
 
 impl PciHost for MockHost {
     fn set_msi_route(&self, gsi: u32, message: MsiMessage) -> std::io::Result<()> {
+        if self.refuse_routes.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOMEM));
+        }
         self.routes.lock().unwrap().push((gsi, message));
         Ok(())
     }
@@ -568,4 +573,37 @@ fn the_queue_count_is_clamped_to_what_the_device_offers() {
     assert_eq!(queues(0), 1);
     assert_eq!(queues(4), 4);
     assert_eq!(queues(u16::MAX), usize::from(MAX_QUEUES));
+}
+
+#[test]
+fn a_vector_whose_route_fails_holds_its_interrupts_pending_until_routed() {
+    let mut m = machine();
+    let msix = m.capabilities().iter().find(|c| c.1 == 0x11).unwrap().0;
+    m.activate();
+    m.host.refuse_routes.store(true, Ordering::SeqCst);
+    m.enable_msix(msix);
+    assert!(m.host.routes.lock().unwrap().is_empty());
+    m.read_sector();
+    assert_eq!(m.used_idx(), 1, "the request itself completes");
+    assert_eq!(
+        m.interrupts(),
+        [0, 0],
+        "not fired on a stale or absent route"
+    );
+    assert_eq!(m.rd(BAR0 + bar::MSIX_PBA, 8), 0b10, "pending instead");
+    // The host accepts again; the guest reprograms the vector: routed, then delivered.
+    m.host.refuse_routes.store(false, Ordering::SeqCst);
+    m.wr(BAR0 + bar::MSIX_TABLE + 16 + 8, 4, 0x51);
+    assert_eq!(
+        *m.host.routes.lock().unwrap(),
+        [(
+            25,
+            MsiMessage {
+                address: 0xfee0_0000,
+                data: 0x51
+            }
+        )]
+    );
+    assert_eq!(m.interrupts(), [0, 1]);
+    assert_eq!(m.rd(BAR0 + bar::MSIX_PBA, 8), 0);
 }
