@@ -1,9 +1,11 @@
 //! PCI bus 0 with a virtio-blk-pci function, wired as the builder wires it for `--virtio
 //! pci` (`cloister_vmm::devices::pci`, `cloister_vmm::devices::virtio::pci`): the
 //! configuration ports 0xCF8..0xCFF and the PCI memory window on their buses, BAR0 at the
-//! first slot's address, two MSI-X vectors, the notify eventfd of a device thread, and a
-//! mock `PciHost` that records MSI routes and ioeventfds. A hostile guest's accesses, the
-//! device thread and the hypervisor's ioeventfds are played in one thread, in input order.
+//! first slot's address, a disk with two request queues (VIRTIO_BLK_F_MQ, as the builder
+//! makes for two vCPUs) and three MSI-X vectors (configuration, then one per queue), the
+//! notify eventfd of a device thread, and a mock `PciHost` that records MSI routes and
+//! ioeventfds. A hostile guest's accesses, the device thread and the hypervisor's
+//! ioeventfds are played in one thread, in input order.
 //!
 //! Input: `[flags][operation]...` (at most 512 operations). Flags: bit 0 notifications
 //! are served on the vCPU (no device thread, no ioeventfds), bit 1 the disk is read-only.
@@ -25,33 +27,41 @@
 //! - 5 `[gpa: u32][blob]`: a guest-memory write (of at most 256 bytes, `gpa & 0x7ffff`,
 //!   RAM is the first 256 KiB).
 //! - 6 `[type][sector][sectors][ctl]`: a virtio-blk request (IN, OUT, FLUSH, GET_ID or a
-//!   raw type) on queue 0's rings at the seeds' ring addresses, published in the available
-//!   ring; `ctl` bit 0: then notify queue 0 at BAR0, bit 1: then the device thread serves.
+//!   raw type) on queue `(ctl >> 2) & 1`'s rings at the seeds' ring addresses (queue 1's
+//!   0x3000 above queue 0's), with that queue's own buffers, published in its available
+//!   ring; `ctl` bit 0: then notify the queue at its address in BAR0 (notify + 4 * queue),
+//!   bit 1: then the device thread serves.
 //! - 7: the device thread wakes, if its eventfd was signalled, and serves
 //!   (`serve_notified`).
 //! - 8 `[count]`: the host refuses the next `count % 4` ioeventfd registrations.
 //!
 //! Seeds: Linux's boot sequence, written by this target: the mechanism #1 probe, the bus
-//! scan, BAR sizing, the capability walk of virtio_pci_modern, reset, feature negotiation,
-//! MSI-X set-up, queue 0 on vector 1, DRIVER_OK, a capacity read and a one-sector read
-//! served by the device thread; the same with notifications served on the vCPU; with BAR0
-//! moved inside the window, out of it and back; and the VIRTIO_PCI_CAP_PCI_CFG window.
+//! scan, BAR sizing, the capability walk of virtio_pci_modern, reset, feature negotiation
+//! (VIRTIO_BLK_F_MQ accepted, num_queues read), MSI-X set-up, queue q on vector q + 1 for
+//! both queues, DRIVER_OK, a capacity read and a one-sector read on queue 0 served by the
+//! device thread; the same with notifications served on the vCPU; a read on queue 1 (done
+//! on vector 2) then one on queue 0, with and without the device thread; with BAR0 moved
+//! inside the window, out of it and back, both queues notified; with the host refusing
+//! queue 0's ioeventfd, so one queue's notification exits and the other's does not; and
+//! the VIRTIO_PCI_CAP_PCI_CFG window, both queues notified through it.
 //!
 //! Asserted after every operation, besides "no panic": the host never sees an ioeventfd
 //! registered twice, an unknown one removed, another eventfd, an address outside the PCI
 //! window or a route for a GSI the function was not given; the registered ioeventfds are
-//! exactly queue 0's notify address in BAR0 while the function decodes memory and BAR0
-//! lies inside the window, and none otherwise (fewer after a refusal); the vendor and
-//! device IDs read 0x1af4 and 0x1042 (directly and through the ports), the header's
-//! read-only fields, BAR0's type bits and the capability chain never change; a port read
-//! returns CONFIG_ADDRESS as written (reserved bits clear), all-ones where no function
-//! answers, and the IDs at registers 0-3; an MMIO read returns all-ones outside a decoded
-//! BAR0 and outside BAR0's structures, zero from the notify area, one queue, generation 0,
-//! and ISR and pending bits of existing causes and vectors only; an MSI-X vector fires only
-//! while MSI-X is enabled, the function unmasked and the vector unmasked, and a vector that
-//! may fire has its pending bit clear and its GSI routed to its table entry's message; the
-//! disk keeps its size, a read-only disk never changes, and with a device thread the disk
-//! changes only while that thread serves.
+//! exactly one per queue, at each queue's notify address in BAR0, while the function
+//! decodes memory and BAR0 lies inside the window, and none otherwise (fewer after a
+//! refusal); the MSI-X table has three entries; the vendor and device IDs read 0x1af4 and
+//! 0x1042 (directly and through the ports), the header's read-only fields, BAR0's type bits
+//! and the capability chain never change; a port read returns CONFIG_ADDRESS as written
+//! (reserved bits clear), all-ones where no function answers, and the IDs at registers 0-3;
+//! an MMIO read returns all-ones outside a decoded BAR0 and outside BAR0's structures, zero
+//! from the notify area, two queues (num_queues in the common and in the device
+//! configuration), generation 0, and ISR and pending bits of existing causes and vectors
+//! only; each of the three MSI-X vectors fires only while MSI-X is enabled, the function
+//! unmasked and the vector unmasked, and a vector that may fire has its pending bit clear
+//! and its GSI routed to its table entry's message; the disk keeps its size, a read-only
+//! disk never changes, and with a device thread the disk changes only while that thread
+//! serves.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,8 +81,8 @@ use cloister_vmm::devices::pci::{
     SharedFunction, CONFIG_IO_LEN, CONFIG_IO_PORT,
 };
 use cloister_vmm::devices::virtio::block::{
-    Block, MemDisk, DISK_ID_LEN, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_T_FLUSH,
-    VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_ID_BLOCK,
+    Block, MemDisk, DISK_ID_LEN, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_ID_BLOCK,
 };
 use cloister_vmm::devices::virtio::pci::{
     bar, common, PciWiring, VirtioPciFunction, VirtioPciTransport, BAR_SIZE, NOTIFY_OFF_MULTIPLIER,
@@ -90,17 +100,25 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 /// Guest RAM: 256 KiB at 0.
 const RAM_SIZE: u64 = 0x4_0000;
 const DISK_SECTORS: usize = 16;
-/// Queue 0's rings and size as the seeds program them, where requests are built.
+/// Request queues of the disk (`Block::with_queues`).
+const QUEUES: usize = 2;
+/// Queue 0's rings as the seeds program them, where requests are built; each further
+/// queue's are [`RING_STRIDE`] higher (see [`rings`]).
 const DESC: u64 = 0x1_0000;
 const AVAIL: u64 = 0x1_1000;
 const USED: u64 = 0x1_2000;
+const RING_STRIDE: u64 = 0x3000;
 const QSIZE: u16 = 16;
-/// A request's header, status byte and data buffer.
+/// Queue 0's request header, status byte and data buffer; each further queue's are
+/// [`REQUEST_STRIDE`] higher, so requests pending on two queues do not share buffers.
 const HEADER: u64 = 0x2_0000;
 const STATUS_BYTE: u64 = 0x2_0010;
 const DATA: u64 = 0x2_1000;
-/// One queue: a vector for it and one for configuration changes.
-const VECTORS: usize = 2;
+const REQUEST_STRIDE: u64 = 0x1000;
+/// A vector for configuration changes (0) and one per queue (queue `q` on `q + 1`).
+const VECTORS: usize = QUEUES + 1;
+/// Offset of `num_queues` (le16) in `struct virtio_blk_config` (spec 5.2.4).
+const CONFIG_NUM_QUEUES: u64 = 34;
 /// Where a seed has Linux place BAR0 instead of the slot's address.
 const MOVED_BAR: u64 = PCI_MMIO_START + 0x10_0000;
 const MAX_OPS: usize = 512;
@@ -224,9 +242,16 @@ struct Machine {
     disk: Vec<u8>,
     flushes: u64,
     original_disk: Vec<u8>,
-    /// The request builder's place in queue 0.
-    avail_idx: u16,
-    next_desc: u16,
+    /// The request builder's place in each queue.
+    avail_idx: [u16; QUEUES],
+    next_desc: [u16; QUEUES],
+}
+
+/// Queue `q`'s rings (descriptor table, available ring, used ring) as the seeds program
+/// them.
+fn rings(q: usize) -> (u64, u64, u64) {
+    let shift = RING_STRIDE * q as u64;
+    (DESC + shift, AVAIL + shift, USED + shift)
 }
 
 fn machine(inline: bool, readonly: bool) -> Option<Machine> {
@@ -241,7 +266,8 @@ fn machine(inline: bool, readonly: bool) -> Option<Machine> {
         disk.len() as u64,
         readonly,
         *b"fuzz-virtio-pci-disk",
-    );
+    )
+    .with_queues(QUEUES as u16);
     // Non-blocking (the builder's blocks): the simulated device thread only polls it.
     let notify = Arc::new(EventFd::new(EFD_NONBLOCK).ok()?);
     let gsis: Vec<u32> = (0..VECTORS as u32).map(|i| MSI_GSI_START + i).collect();
@@ -309,8 +335,8 @@ fn machine(inline: bool, readonly: bool) -> Option<Machine> {
         disk: disk.clone(),
         flushes: 0,
         original_disk: disk,
-        avail_idx: 0,
-        next_desc: 0,
+        avail_idx: [0; QUEUES],
+        next_desc: [0; QUEUES],
     };
     // Identity, status, class and revision, header type, no other BARs or ROM,
     // subsystem, capability pointer, interrupt pin (beside the command register, cache
@@ -359,6 +385,11 @@ fn capabilities(f: &mut Function) -> Capabilities {
         let (id, next, cfg_type) = (head as u8, (head >> 8) as u8 as usize, (head >> 24) as u8);
         match id {
             CAP_ID_MSIX => {
+                assert_eq!(
+                    (head >> 16) as usize & 0x7ff,
+                    VECTORS - 1,
+                    "MSI-X table size: a vector per queue and one for configuration"
+                );
                 // Control bits 14 and 15 are the driver's.
                 read_only.push((at, 0x3fff_ffff, head & 0x3fff_ffff));
                 for o in [at + 4, at + 8] {
@@ -563,7 +594,12 @@ impl Machine {
             (bar::NOTIFY, ..) => assert_eq!(value, 0, "{what}: the notify area"),
             (bar::ISR, 0, _) => assert_eq!(value & !3, 0, "{what}: ISR bits"),
             (bar::ISR, ..) => assert_eq!(value, 0, "{what}: beside ISR"),
-            (bar::COMMON, common::NUM_QUEUES, 2) => assert_eq!(value, 1, "{what}: num_queues"),
+            (bar::COMMON, common::NUM_QUEUES, 2) => {
+                assert_eq!(value, QUEUES as u64, "{what}: num_queues")
+            }
+            (bar::DEVICE, CONFIG_NUM_QUEUES, 2) => {
+                assert_eq!(value, QUEUES as u64, "{what}: virtio_blk_config.num_queues")
+            }
             (bar::COMMON, common::CONFIG_GENERATION, 1) => {
                 assert_eq!(value, 0, "{what}: config_generation")
             }
@@ -601,7 +637,13 @@ impl Machine {
         }
     }
 
+    /// A request built on queue `ctl` bit 2's rings, as the input format says.
     fn request(&mut self, kind: u8, sector: u8, sectors: u8, ctl: u8) {
+        let q = usize::from(ctl >> 2) % QUEUES;
+        let (desc, avail, _) = rings(q);
+        let buffers = REQUEST_STRIDE * q as u64;
+        let (header_at, status_at, data_at) =
+            (HEADER + buffers, STATUS_BYTE + buffers, DATA + buffers);
         let request_type = match kind % 5 {
             0 => VIRTIO_BLK_T_IN,
             1 => VIRTIO_BLK_T_OUT,
@@ -617,18 +659,18 @@ impl Machine {
         let mut header = [0u8; 16];
         header[..4].copy_from_slice(&request_type.to_le_bytes());
         header[8..].copy_from_slice(&u64::from(sector % 20).to_le_bytes());
-        let _ = self.mem.write_slice(&header, GuestAddress(HEADER));
-        let _ = self.mem.write_obj(0xffu8, GuestAddress(STATUS_BYTE));
-        let mut chain = vec![(HEADER, 16, 0)];
+        let _ = self.mem.write_slice(&header, GuestAddress(header_at));
+        let _ = self.mem.write_obj(0xffu8, GuestAddress(status_at));
+        let mut chain = vec![(header_at, 16, 0)];
         if data_len > 0 {
             chain.push((
-                DATA,
+                data_at,
                 data_len,
                 if device_writes { VIRTQ_DESC_F_WRITE } else { 0 },
             ));
         }
-        chain.push((STATUS_BYTE, 1, VIRTQ_DESC_F_WRITE));
-        let head = self.next_desc % QSIZE;
+        chain.push((status_at, 1, VIRTQ_DESC_F_WRITE));
+        let head = self.next_desc[q] % QSIZE;
         let n = chain.len();
         for (i, (addr, len, flags)) in chain.into_iter().enumerate() {
             let index = (head + i as u16) % QSIZE;
@@ -644,17 +686,20 @@ impl Machine {
             raw[14..].copy_from_slice(&((index + 1) % QSIZE).to_le_bytes());
             let _ = self
                 .mem
-                .write_slice(&raw, GuestAddress(DESC + 16 * u64::from(index)));
+                .write_slice(&raw, GuestAddress(desc + 16 * u64::from(index)));
         }
-        self.next_desc = (head + n as u16) % QSIZE;
-        let slot = u64::from(self.avail_idx % QSIZE);
-        let _ = self.mem.write_obj(head, GuestAddress(AVAIL + 4 + 2 * slot));
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        let _ = self.mem.write_obj(self.avail_idx, GuestAddress(AVAIL + 2));
+        self.next_desc[q] = (head + n as u16) % QSIZE;
+        let slot = u64::from(self.avail_idx[q] % QSIZE);
+        let _ = self.mem.write_obj(head, GuestAddress(avail + 4 + 2 * slot));
+        self.avail_idx[q] = self.avail_idx[q].wrapping_add(1);
+        let _ = self
+            .mem
+            .write_obj(self.avail_idx[q], GuestAddress(avail + 2));
         if ctl & 1 != 0 {
-            // What Linux's vp_notify writes: the queue index, 16 bits, at its address.
-            let addr = self.bar0() + bar::NOTIFY;
-            self.mmio_write(addr, &0u16.to_le_bytes());
+            // What Linux's vp_notify writes: the queue index, 16 bits, at the queue's
+            // address (queue_notify_off is the index).
+            let addr = self.bar0() + bar::NOTIFY + q as u64 * u64::from(NOTIFY_OFF_MULTIPLIER);
+            self.mmio_write(addr, &(q as u16).to_le_bytes());
         }
         if ctl & 2 != 0 {
             self.serve();
@@ -692,7 +737,7 @@ impl Machine {
     /// The checks that hold after every operation; `irqs_before` are the vectors' counts
     /// before it, `served` whether the device thread ran.
     fn check(&mut self, irqs_before: &[usize], served: bool) {
-        // ioeventfds: queue 0's notify address while BAR0 is decoded inside the window.
+        // ioeventfds: each queue's notify address while BAR0 is decoded inside the window.
         let decoded = self.decoded();
         let window = PCI_MMIO_START..PCI_MMIO_START + PCI_MMIO_SIZE;
         let expected: BTreeSet<u64> = match decoded {
@@ -701,7 +746,7 @@ impl Machine {
                     && base >= window.start
                     && base.checked_add(BAR_SIZE).is_some_and(|e| e <= window.end) =>
             {
-                (0..1u64)
+                (0..QUEUES as u64)
                     .map(|q| base + bar::NOTIFY + q * u64::from(NOTIFY_OFF_MULTIPLIER))
                     .collect()
             }
@@ -886,6 +931,9 @@ fn run(data: &[u8]) -> Option<Machine> {
     Some(m)
 }
 
+/// A request's `ctl` bit for queue 1.
+const Q1: u8 = 1 << 2;
+
 /// Writes inputs in the format above.
 struct Script {
     w: Writer,
@@ -979,6 +1027,11 @@ impl Script {
 
     fn serve(&mut self) -> &mut Self {
         self.w.u8(7);
+        self
+    }
+
+    fn refuse(&mut self, count: u8) -> &mut Self {
+        self.w.u8(8).u8(count);
         self
     }
 
@@ -1084,13 +1137,16 @@ fn linux_boot(s: &mut Script, dev: u8, caps: &[(u8, u8, u8)], moved: Option<u64>
         | VIRTIO_F_RING_INDIRECT_DESC
         | VIRTIO_F_RING_EVENT_IDX
         | VIRTIO_BLK_F_SEG_MAX
-        | VIRTIO_BLK_F_FLUSH;
+        | VIRTIO_BLK_F_FLUSH
+        | VIRTIO_BLK_F_MQ;
     s.wr(common::DRIVER_FEATURE_SELECT, 4, 0)
         .wr(common::DRIVER_FEATURE, 4, accepted & 0xffff_ffff)
         .wr(common::DRIVER_FEATURE_SELECT, 4, 1)
         .wr(common::DRIVER_FEATURE, 4, accepted >> 32);
     let features_ok = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
     s.rd(st, 1).wr(st, 1, features_ok.into()).rd(st, 1);
+    // virtblk_probe's init_vq: num_queues, as VIRTIO_BLK_F_MQ was accepted.
+    s.rd(bar::DEVICE + CONFIG_NUM_QUEUES, 2);
     // msix_capability_init: enabled with all masked, every entry masked, messages
     // written (mask, address, data, read back), the function mask cleared.
     let control = u32::from(VECTORS as u16 - 1);
@@ -1114,30 +1170,35 @@ fn linux_boot(s: &mut Script, dev: u8, caps: &[(u8, u8, u8)], moved: Option<u64>
         .rd(common::MSIX_CONFIG, 2)
         .wr(bar::MSIX_TABLE + 12, 4, 0)
         .rd(bar::MSIX_TABLE, 4);
-    // setup_vq for queue 0 on vector 1.
-    s.rd(common::NUM_QUEUES, 2)
-        .wr(common::QUEUE_SELECT, 2, 0)
-        .rd(common::QUEUE_SIZE, 2)
-        .rd(common::QUEUE_ENABLE, 2)
-        .wr(common::QUEUE_SIZE, 2, QSIZE.into())
-        .wr(common::QUEUE_SELECT, 2, 0);
-    for (field, addr) in [
-        (common::QUEUE_DESC, DESC),
-        (common::QUEUE_DRIVER, AVAIL),
-        (common::QUEUE_DEVICE, USED),
-    ] {
-        s.wr(field, 4, addr & 0xffff_ffff)
-            .wr(field + 4, 4, addr >> 32);
+    // setup_vq for each queue, queue q on vector q + 1.
+    s.rd(common::NUM_QUEUES, 2);
+    for q in 0..QUEUES {
+        let (select, vector) = (q as u64, q as u64 + 1);
+        let (desc, avail, used) = rings(q);
+        s.wr(common::QUEUE_SELECT, 2, select)
+            .rd(common::QUEUE_SIZE, 2)
+            .rd(common::QUEUE_ENABLE, 2)
+            .wr(common::QUEUE_SIZE, 2, QSIZE.into())
+            .wr(common::QUEUE_SELECT, 2, select);
+        for (field, addr) in [
+            (common::QUEUE_DESC, desc),
+            (common::QUEUE_DRIVER, avail),
+            (common::QUEUE_DEVICE, used),
+        ] {
+            s.wr(field, 4, addr & 0xffff_ffff)
+                .wr(field + 4, 4, addr >> 32);
+        }
+        let entry = bar::MSIX_TABLE + 16 * vector;
+        s.wr(common::QUEUE_SELECT, 2, select)
+            .rd(common::QUEUE_NOTIFY_OFF, 2)
+            .wr(common::QUEUE_SELECT, 2, select)
+            .wr(common::QUEUE_MSIX_VECTOR, 2, vector)
+            .rd(common::QUEUE_MSIX_VECTOR, 2)
+            .wr(entry + 12, 4, 0)
+            .rd(entry, 4)
+            .wr(common::QUEUE_SELECT, 2, select)
+            .wr(common::QUEUE_ENABLE, 2, 1);
     }
-    s.wr(common::QUEUE_SELECT, 2, 0)
-        .rd(common::QUEUE_NOTIFY_OFF, 2)
-        .wr(common::QUEUE_SELECT, 2, 0)
-        .wr(common::QUEUE_MSIX_VECTOR, 2, 1)
-        .rd(common::QUEUE_MSIX_VECTOR, 2)
-        .wr(bar::MSIX_TABLE + 16 + 12, 4, 0)
-        .rd(bar::MSIX_TABLE + 16, 4)
-        .wr(common::QUEUE_SELECT, 2, 0)
-        .wr(common::QUEUE_ENABLE, 2, 1);
     // virtio_device_ready, then virtblk_probe's capacity read inside a generation check.
     s.rd(st, 1)
         .wr(st, 1, (features_ok | status::DRIVER_OK).into());
@@ -1149,20 +1210,26 @@ fn linux_boot(s: &mut Script, dev: u8, caps: &[(u8, u8, u8)], moved: Option<u64>
 }
 
 /// Writes a seed after playing it: a seed that no longer gets the device to DRIVER_OK and
-/// a request completed on the queue's vector is reported (the target changed under it).
-fn add(out: &mut Seeds, name: &str, input: &[u8]) {
+/// a request completed on each of `queues`, each on its own vector, is reported (the
+/// target changed under it).
+fn add(out: &mut Seeds, name: &str, queues: &[usize], input: &[u8]) {
     let reached = run(input).map(|m| {
         let t = lock(&m.transport);
-        let used: u16 = m.mem.read_obj(GuestAddress(USED + 2)).unwrap_or(0);
+        let used: Vec<u16> = (0..QUEUES)
+            .map(|q| m.mem.read_obj(GuestAddress(rings(q).2 + 2)).unwrap_or(0))
+            .collect();
         (t.device_status(), t.is_broken(), used, m.irq_counts())
     });
     if std::env::var_os("VIRTIO_PCI_SEED_DEBUG").is_some() {
         eprintln!("seeds: {name}: {reached:x?}");
     }
+    let completed =
+        |used: &[u16], irqs: &[usize]| queues.iter().all(|&q| used[q] > 0 && irqs[q + 1] > 0);
     match &reached {
-        Some((status, false, used, irqs)) if status & status::DRIVER_OK != 0 && *used > 0 && irqs[1] > 0 => {}
+        Some((status, false, used, irqs))
+            if status & status::DRIVER_OK != 0 && completed(used, irqs) => {}
         _ => eprintln!(
-            "seeds: warning: {name} does not complete a request (status, broken, used index, interrupts): {reached:x?}"
+            "seeds: warning: {name} does not complete a request on queues {queues:?} (status, broken, used indexes, interrupts): {reached:x?}"
         ),
     }
     out.add(name, input);
@@ -1174,36 +1241,49 @@ fn seeds(out: &mut Seeds) {
         return;
     };
     let dev = slot.device;
-    // Boot, then read sector 1, notified at the queue's address, served by the device
-    // thread; then the same on a vCPU, and a write and a flush read-only.
-    for (name, flags) in [
-        ("linux-read", 0u8),
-        ("linux-read-inline", 1),
-        ("linux-read-only", 2),
+    // Boot, then read sector 1 on queue 0, notified at the queue's address, served by the
+    // device thread; then the same on a vCPU, and a write and a flush read-only; then
+    // sector 1 on queue 1 (completed on vector 2) before sector 2 on queue 0, with a
+    // device thread and on a vCPU.
+    for (name, flags, queue) in [
+        ("linux-read", 0u8, 0),
+        ("linux-read-inline", 1, 0),
+        ("linux-read-only", 2, 0),
+        ("linux-read-queue1", 0, 1),
+        ("linux-read-queue1-inline", 1, 1),
     ] {
+        let on = if queue == 1 { Q1 } else { 0 };
         let mut s = Script::new(flags);
         linux_boot(&mut s, dev, &caps, None);
-        s.request(0, 1, 1, 3);
+        s.request(0, 1, 1, 3 | on);
         if flags == 2 {
             s.request(1, 2, 1, 3).request(2, 0, 0, 3);
         }
-        s.request(3, 0, 0, 3).rd(bar::MSIX_PBA, 8);
-        add(out, name, &s.finish());
+        if queue == 1 {
+            s.request(0, 2, 1, 3);
+        }
+        s.request(3, 0, 0, 3 | on).rd(bar::MSIX_PBA, 8);
+        let queues: &[usize] = if queue == 1 { &[0, 1] } else { &[0] };
+        add(out, name, queues, &s.finish());
     }
     // BAR0 placed elsewhere by Linux, then moved by the guest: out of the window (high
-    // dword), back, decoding off and on, with notifications at the old and new places.
+    // dword), back, decoding off and on, with notifications of both queues at the old and
+    // new places.
     let mut s = Script::new(0);
     linux_boot(&mut s, dev, &caps, Some(MOVED_BAR));
-    s.request(0, 3, 2, 3);
-    s.at(PCI_MMIO_START + bar::NOTIFY, 2, 0, true).serve();
+    s.request(0, 3, 2, 3).request(0, 7, 1, 1 | Q1);
+    s.at(PCI_MMIO_START + bar::NOTIFY, 2, 0, true)
+        .at(PCI_MMIO_START + bar::NOTIFY + 4, 2, 1, true)
+        .serve();
     s.cfg_write(dev, 0x14, 4, 1)
         .request(0, 4, 1, 3)
+        .request(0, 8, 1, 3 | Q1)
         .cfg_write(dev, 0x14, 4, 0)
         .cfg_write(dev, 0x04, 2, 0)
         .request(1, 5, 1, 3)
         .cfg_write(dev, 0x10, 4, PCI_MMIO_START as u32)
         .cfg_write(dev, 0x04, 2, 6)
-        .request(1, 5, 1, 3)
+        .request(1, 5, 1, 3 | Q1)
         .cfg_write(
             dev,
             0x10,
@@ -1211,18 +1291,32 @@ fn seeds(out: &mut Seeds) {
             (PCI_MMIO_START + PCI_MMIO_SIZE - BAR_SIZE) as u32,
         )
         .request(4, 0, 0, 3)
+        .request(4, 0, 0, 3 | Q1)
         .rd(common::NUM_QUEUES, 2);
-    add(out, "linux-bar-moves", &s.finish());
-    // The VIRTIO_PCI_CAP_PCI_CFG window: a read published, then num_queues read, queue 0
-    // notified, the MSI-X table's first dword written and ISR read, all through
-    // configuration space; the device thread serves.
+    add(out, "linux-bar-moves", &[0, 1], &s.finish());
+    // The host refuses queue 0's ioeventfd when decoding is turned back on: queue 0's
+    // notification exits to the monitor, queue 1's is an ioeventfd; one wake of the device
+    // thread serves both.
     let mut s = Script::new(0);
     linux_boot(&mut s, dev, &caps, None);
-    s.request(0, 6, 1, 0);
+    s.cfg_write(dev, 0x04, 2, 0)
+        .refuse(1)
+        .cfg_write(dev, 0x04, 2, 6)
+        .request(0, 1, 1, 1 | Q1)
+        .request(0, 2, 1, 1)
+        .serve();
+    add(out, "linux-ioeventfd-refused", &[0, 1], &s.finish());
+    // The VIRTIO_PCI_CAP_PCI_CFG window: a read published on each queue, then num_queues
+    // read, both queues notified, the MSI-X table's first dword written and ISR read, all
+    // through configuration space; the device thread serves.
+    let mut s = Script::new(0);
+    linux_boot(&mut s, dev, &caps, None);
+    s.request(0, 6, 1, 0).request(0, 7, 1, Q1);
     if let Some(&(cfg, _, _)) = caps.iter().find(|c| c.1 == CAP_ID_VENDOR && c.2 == CFG_PCI) {
         for (offset, len, value, write) in [
             (bar::COMMON + common::NUM_QUEUES, 2, 0, false),
             (bar::NOTIFY, 2, 0, true),
+            (bar::NOTIFY + u64::from(NOTIFY_OFF_MULTIPLIER), 2, 1, true),
             (bar::MSIX_TABLE, 4, 0xfee0_1000, true),
             (bar::ISR, 1, 0, false),
         ] {
@@ -1235,5 +1329,5 @@ fn seeds(out: &mut Seeds) {
             }
         }
     }
-    add(out, "linux-pci-cfg-window", &s.finish());
+    add(out, "linux-pci-cfg-window", &[0, 1], &s.finish());
 }
