@@ -2,14 +2,14 @@
 //! window whose first 0x100 bytes are 32-bit registers and whose rest is the device's
 //! configuration space.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vm_memory::GuestMemory;
 
 use super::queue::QueueRegisters;
 use super::transport::{
-    signal_pending, Interrupt, InterruptSink, NotifiedDevice, QueueNotifier, VirtioState,
+    wake, Interrupt, InterruptSink, NotifiedDevice, QueueNotifier, VirtioState,
 };
 use super::{IrqTrigger, VirtioDevice};
 use crate::devices::bus::BusDevice;
@@ -286,7 +286,6 @@ impl<D: VirtioDevice, M: GuestMemory + Send> BusDevice for MmioTransport<D, M> {
 /// take the lock.
 pub struct MmioFrontend<T> {
     interrupt_status: Arc<AtomicU32>,
-    pending: Arc<AtomicU64>,
     notifier: Arc<dyn QueueNotifier>,
     transport: Arc<Mutex<T>>,
 }
@@ -297,7 +296,6 @@ impl<D: VirtioDevice, M: GuestMemory> MmioFrontend<MmioTransport<D, M>> {
         transport.set_notifier(notifier.clone());
         Self {
             interrupt_status: transport.interrupt_status.clone(),
-            pending: transport.state.pending(),
             notifier,
             transport: Arc::new(Mutex::new(transport)),
         }
@@ -331,11 +329,7 @@ impl<T: BusDevice> BusDevice for MmioFrontend<T> {
                     .fetch_and(!u32::from_le_bytes(bytes), Ordering::AcqRel);
             }
             (reg::QUEUE_NOTIFY, Ok(bytes)) => {
-                signal_pending(
-                    self.notifier.as_ref(),
-                    &self.pending,
-                    u32::from_le_bytes(bytes),
-                );
+                wake(self.notifier.as_ref(), u32::from_le_bytes(bytes));
             }
             _ => self.locked().write(offset, data),
         }

@@ -17,14 +17,14 @@
 //! ioeventfd on each queue's notify address, moved with the BAR, wakes the device thread.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::queue::QueueRegisters;
-use super::transport::{signal_pending, Interrupt, InterruptSink, NotifiedDevice, VirtioState};
+use super::transport::{wake, Interrupt, InterruptSink, NotifiedDevice, VirtioState};
 use super::{GuestErrorLog, VirtioDevice};
 use crate::devices::pci::config::{ConfigSpace, Identity};
 use crate::devices::pci::msix::{MsixTable, MsixVectors};
@@ -331,7 +331,6 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPciTransport<D, M> {
 /// ioeventfd on each queue's notify address while the BAR is decoded.
 struct Notify {
     event: Arc<EventFd>,
-    pending: Arc<AtomicU64>,
     registered: Vec<u64>,
 }
 
@@ -387,7 +386,6 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPciFunction<D, M> {
             state.set_notifier(event.clone());
             Notify {
                 event,
-                pending: state.pending(),
                 registered: Vec::new(),
             }
         });
@@ -524,7 +522,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPciFunction<D, M> {
             return;
         };
         match &self.notify {
-            Some(n) => signal_pending(n.event.as_ref(), &n.pending, queue),
+            Some(n) => wake(n.event.as_ref(), queue),
             None => self.locked().state.notify(queue),
         }
     }

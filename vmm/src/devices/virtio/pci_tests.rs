@@ -246,6 +246,20 @@ impl Machine {
 
     /// [`Self::read_sector`] on queue `q`, notified at the queue's own notify address.
     fn read_sector_on(&mut self, q: u16) {
+        self.publish_read(q);
+        // What Linux's vp_notify writes: the queue index, 16 bits, at the queue's address
+        // (notify_off_multiplier 4 apart).
+        self.wr(BAR0 + bar::NOTIFY + 4 * u64::from(q), 2, q.into());
+        assert_eq!(
+            self.notify.read().unwrap(),
+            1,
+            "the device thread was woken"
+        );
+        self.transport.lock().unwrap().serve_notified();
+    }
+
+    /// A read of sector 1 into DATA published on queue `q`, not notified.
+    fn publish_read(&mut self, q: u16) {
         let (desc, avail, _) = rings(q);
         let m = &self.mem;
         m.write_obj(VIRTIO_BLK_T_IN, GuestAddress(HDR)).unwrap();
@@ -270,15 +284,35 @@ impl Machine {
             .unwrap();
         *next += 1;
         m.write_obj(*next, GuestAddress(avail + 2)).unwrap();
-        // What Linux's vp_notify writes: the queue index, 16 bits, at the queue's address
-        // (notify_off_multiplier 4 apart).
-        self.wr(BAR0 + bar::NOTIFY + 4 * u64::from(q), 2, q.into());
-        assert_eq!(
-            self.notify.read().unwrap(),
-            1,
-            "the device thread was woken"
-        );
-        self.transport.lock().unwrap().serve_notified();
+    }
+
+    /// [`Self::activate`], then queue 1 on vector 2 with rings of its own, and all three
+    /// MSI-X vectors programmed and enabled.
+    fn activate_queue1_and_msix(&mut self, msix: u32) {
+        self.activate();
+        // Queue 1 on vector 2, with rings of its own.
+        let (desc, avail, used) = rings(1);
+        self.common_wr(common::QUEUE_SELECT, 2, 1);
+        assert_eq!(self.common_rd(common::QUEUE_SIZE, 2), 256);
+        self.common_wr(common::QUEUE_SIZE, 2, QSIZE.into());
+        self.common_wr(common::QUEUE_MSIX_VECTOR, 2, 2);
+        for (reg, addr) in [
+            (common::QUEUE_DESC, desc),
+            (common::QUEUE_DRIVER, avail),
+            (common::QUEUE_DEVICE, used),
+        ] {
+            self.common_wr(reg, 4, addr);
+            self.common_wr(reg + 4, 4, 0);
+        }
+        self.common_wr(common::QUEUE_ENABLE, 2, 1);
+        for v in 0..3u64 {
+            let entry = BAR0 + bar::MSIX_TABLE + 16 * v;
+            self.wr(entry, 4, 0xfee0_0000);
+            self.wr(entry + 8, 4, 0x40 + v);
+            self.wr(entry + 12, 4, 0);
+        }
+        let control = self.cfg_read(1, msix + 2, 2);
+        self.cfg_write(1, msix + 2, 2, control | 0x8000);
     }
 
     fn used_idx(&self) -> u16 {
@@ -515,30 +549,7 @@ fn a_multiqueue_disk_serves_each_queue_on_its_own_notify_address_and_vector() {
     assert_eq!(m.rd(BAR0 + bar::DEVICE + 34, 2), 2);
     assert_eq!(m.rd(BAR0 + bar::DEVICE + 12, 4), 254, "seg_max unchanged");
 
-    m.activate();
-    // Queue 1 on vector 2, with rings of its own.
-    let (desc, avail, used) = rings(1);
-    m.common_wr(common::QUEUE_SELECT, 2, 1);
-    assert_eq!(m.common_rd(common::QUEUE_SIZE, 2), 256);
-    m.common_wr(common::QUEUE_SIZE, 2, QSIZE.into());
-    m.common_wr(common::QUEUE_MSIX_VECTOR, 2, 2);
-    for (reg, addr) in [
-        (common::QUEUE_DESC, desc),
-        (common::QUEUE_DRIVER, avail),
-        (common::QUEUE_DEVICE, used),
-    ] {
-        m.common_wr(reg, 4, addr);
-        m.common_wr(reg + 4, 4, 0);
-    }
-    m.common_wr(common::QUEUE_ENABLE, 2, 1);
-    for v in 0..3u64 {
-        let entry = BAR0 + bar::MSIX_TABLE + 16 * v;
-        m.wr(entry, 4, 0xfee0_0000);
-        m.wr(entry + 8, 4, 0x40 + v);
-        m.wr(entry + 12, 4, 0);
-    }
-    let control = m.cfg_read(1, msix + 2, 2);
-    m.cfg_write(1, msix + 2, 2, control | 0x8000);
+    m.activate_queue1_and_msix(msix);
 
     m.read_sector_on(1);
     assert_eq!((m.used_idx_of(0), m.used_idx_of(1)), (0, 1));
@@ -606,4 +617,22 @@ fn a_vector_whose_route_fails_holds_its_interrupts_pending_until_routed() {
     );
     assert_eq!(m.interrupts(), [0, 1]);
     assert_eq!(m.rd(BAR0 + bar::MSIX_PBA, 8), 0);
+}
+
+#[test]
+fn one_wake_serves_a_queue_notified_through_the_transport_and_one_through_an_ioeventfd() {
+    // Queue 0's ioeventfd could not be registered, so its notify exits to the monitor;
+    // queue 1's was, so KVM signals the eventfd without the transport seeing which queue.
+    // The device thread wakes once for both: both requests are served.
+    let mut m = machine_with(2);
+    let msix = m.capabilities().iter().find(|c| c.1 == 0x11).unwrap().0;
+    m.activate_queue1_and_msix(msix);
+    m.publish_read(1);
+    m.notify.write(1).unwrap(); // what KVM does for queue 1's notify
+    m.publish_read(0);
+    m.wr(BAR0 + bar::NOTIFY, 2, 0); // queue 0's notify, through the BAR
+    assert_eq!(m.notify.read().unwrap(), 2, "one wake for both");
+    m.transport.lock().unwrap().serve_notified();
+    assert_eq!((m.used_idx_of(0), m.used_idx_of(1)), (1, 1));
+    assert_eq!(m.all_interrupts(), [0, 1, 1]);
 }

@@ -5,7 +5,6 @@
 //! cleared by a reset, a queue reconfigured only while it is not ready) holds the same on
 //! both.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use vm_memory::GuestMemory;
@@ -41,18 +40,16 @@ impl QueueNotifier for vmm_sys_util::eventfd::EventFd {
     }
 }
 
-/// What a device thread drives: the queues notified since it last looked.
+/// What a device thread drives when woken.
 pub trait NotifiedDevice: Send {
-    /// Serves every queue with pending notifications (and, after a notification that
-    /// bypassed the transport through a KVM ioeventfd, every ready queue).
+    /// Serves every ready queue. One wake may stand for notifications of several queues,
+    /// some through a KVM ioeventfd (which says nothing about which queue) and some
+    /// through the transport: every queue is looked at, not only those the transport saw.
     fn serve_notified(&mut self);
 }
 
-/// Marks queue `index` pending and wakes the device thread.
-pub(super) fn signal_pending(notifier: &dyn QueueNotifier, pending: &AtomicU64, index: u32) {
-    if index < 64 {
-        pending.fetch_or(1 << index, Ordering::AcqRel);
-    }
+/// Wakes the device thread for queue `index`.
+pub(super) fn wake(notifier: &dyn QueueNotifier, index: u32) {
     if let Err(e) = notifier.notify(index) {
         log::error!("virtio: cannot signal the device thread: {e}");
     }
@@ -71,8 +68,6 @@ pub struct VirtioState<D: VirtioDevice, M: GuestMemory> {
     /// Where a queue notification goes when the device works on its own thread (the vCPU
     /// then only signals it); `None`: the notification is served in place.
     notifier: Option<Arc<dyn QueueNotifier>>,
-    /// Queues notified and not yet served (bit per queue), for the device thread.
-    pending: Arc<AtomicU64>,
     /// The transport's name in messages ("virtio-mmio", "virtio-pci").
     pub(super) name: &'static str,
 }
@@ -94,7 +89,6 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
             device_status: 0,
             guest_errors: GuestErrorLog::default(),
             notifier: None,
-            pending: Arc::new(AtomicU64::new(0)),
             name,
         }
     }
@@ -103,11 +97,6 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
     /// (vCPU) thread.
     pub fn set_notifier(&mut self, notifier: Arc<dyn QueueNotifier>) {
         self.notifier = Some(notifier);
-    }
-
-    /// The pending-queue bits a front end sets without the transport's lock.
-    pub(super) fn pending(&self) -> Arc<AtomicU64> {
-        self.pending.clone()
     }
 
     /// The status register.
@@ -273,7 +262,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
     /// The driver notified queue `index`: handed to the device thread, or served here.
     pub fn notify(&mut self, index: u32) {
         match &self.notifier {
-            Some(notifier) => signal_pending(notifier.as_ref(), &self.pending, index),
+            Some(notifier) => wake(notifier.as_ref(), index),
             None => self.serve(index),
         }
     }
@@ -311,17 +300,12 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
         }
     }
 
-    /// Serves every queue with a pending notification; after a notification that came
-    /// through a KVM ioeventfd (none pending), every queue.
+    /// Serves every ready queue (see [`NotifiedDevice::serve_notified`]). A queue with
+    /// nothing new costs a read of its available index.
     pub fn serve_notified(&mut self) {
-        let pending = match self.pending.swap(0, Ordering::AcqRel) {
-            0 => u64::MAX,
-            bits => bits,
-        };
-        for index in 0..self.queues.len().min(64) {
-            if pending & (1 << index) != 0 {
-                self.serve(index as u32);
-            }
+        for index in 0..self.queues.len() {
+            // `index` < the queue count, which came from a slice of u16 sizes.
+            self.serve(index as u32);
         }
     }
 }
