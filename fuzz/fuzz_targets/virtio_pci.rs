@@ -117,8 +117,8 @@ const DATA: u64 = 0x2_1000;
 const REQUEST_STRIDE: u64 = 0x1000;
 /// A vector for configuration changes (0) and one per queue (queue `q` on `q + 1`).
 const VECTORS: usize = QUEUES + 1;
-/// Offset of `num_queues` (le16) in `struct virtio_blk_config` (spec 5.2.4).
-const CONFIG_NUM_QUEUES: u64 = 34;
+/// Offset of `num_queues` in the device configuration, as a BAR offset.
+const CONFIG_NUM_QUEUES: u64 = cloister_vmm::devices::virtio::block::CONFIG_NUM_QUEUES as u64;
 /// Where a seed has Linux place BAR0 instead of the slot's address.
 const MOVED_BAR: u64 = PCI_MMIO_START + 0x10_0000;
 const MAX_OPS: usize = 512;

@@ -86,8 +86,8 @@ const CHUNK: usize = 64 * 1024;
 /// Bytes of `struct virtio_blk_config` the device exposes (up to and including
 /// num_queues; the topology and writeback fields between read as 0).
 const CONFIG_LEN: usize = 36;
-/// Offset of `num_queues` (le16) in `struct virtio_blk_config`.
-const CONFIG_NUM_QUEUES: usize = 34;
+/// Offset of `num_queues` (le16) in `struct virtio_blk_config` (spec 5.2.4).
+pub const CONFIG_NUM_QUEUES: usize = 34;
 
 /// Where a block device keeps its sectors. Implemented for [`File`] and, for tests and
 /// fuzzing, [`MemDisk`].
