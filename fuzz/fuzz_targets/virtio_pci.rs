@@ -62,6 +62,19 @@
 //! and its GSI routed to its table entry's message; the disk keeps its size, a read-only
 //! disk never changes, and with a device thread the disk changes only while that thread
 //! serves.
+//!
+//! And after each wake of the device thread (operation 7, and a request's `ctl` bit 1),
+//! as `NotifiedDevice::serve_notified` promises (every ready queue served, whichever way
+//! it was notified): if the device serves (FEATURES_OK and DRIVER_OK) and is still not
+//! broken, every enabled queue consumed all the driver published, its used index equal to
+//! the available index in its ring. The queues' registers are read through the common
+//! configuration (queue_select put back), so rings may be anywhere; a wake is judged only
+//! while BAR0 is decoded and when nothing the device may write in it (used rings, buffers
+//! its descriptor and indirect tables mark device-writable) reaches a ring or table it
+//! reads or another queue's used index: then it cannot publish to itself (nor run out of
+//! its per-notification budget) and the indexes in memory say what each queue did. A
+//! queue whose used index did not move is judged against how far the target knows the
+//! device had consumed (0 after a reset, the available index after a judged wake).
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,7 +101,9 @@ use cloister_vmm::devices::virtio::pci::{
     bar, common, PciWiring, VirtioPciFunction, VirtioPciTransport, BAR_SIZE, NOTIFY_OFF_MULTIPLIER,
     VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR,
 };
-use cloister_vmm::devices::virtio::queue::{VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
+use cloister_vmm::devices::virtio::queue::{
+    VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+};
 use cloister_vmm::devices::virtio::{
     status, CountingIrq, IrqTrigger, NotifiedDevice, VIRTIO_F_ACCESS_PLATFORM,
     VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
@@ -245,6 +260,75 @@ struct Machine {
     /// The request builder's place in each queue.
     avail_idx: [u16; QUEUES],
     next_desc: [u16; QUEUES],
+    /// What the device consumed of each queue, if the target knows: when `Some(n)`, the
+    /// queue, if it is ready, has taken available entries up to index `n` and published
+    /// as many used ones (its next available index equals its next used index). A reset
+    /// and a queue seen not ready make it `Some(0)` (enabling starts both indexes at 0); a
+    /// wake the target cannot follow makes it `None`.
+    consumed: [Option<u16>; QUEUES],
+}
+
+/// A queue as the common configuration shows it, read by the wake oracle.
+#[derive(Clone, Copy, Debug)]
+struct QueueView {
+    ready: bool,
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+}
+
+impl QueueView {
+    /// The descriptor table.
+    fn desc_ring(&self) -> Range<u64> {
+        in_ram(self.desc, 16 * u64::from(self.size))
+    }
+
+    /// The available ring, `used_event` included.
+    fn avail_ring(&self) -> Range<u64> {
+        in_ram(self.avail, 6 + 2 * u64::from(self.size))
+    }
+
+    /// The used ring, `avail_event` included: everything the device writes for the queue
+    /// besides the chains' buffers.
+    fn used_ring(&self) -> Range<u64> {
+        in_ram(self.used, 6 + 8 * u64::from(self.size))
+    }
+
+    /// The used ring's index.
+    fn used_idx(&self) -> Range<u64> {
+        in_ram(self.used.saturating_add(2), 2)
+    }
+}
+
+/// The part of `[start, start + len)` that lies in RAM (writes elsewhere do not happen).
+fn in_ram(start: u64, len: u64) -> Range<u64> {
+    let s = start.min(RAM_SIZE);
+    s..start.saturating_add(len).clamp(s, RAM_SIZE)
+}
+
+fn overlap(a: &Range<u64>, b: &Range<u64>) -> bool {
+    !a.is_empty() && !b.is_empty() && a.start < b.end && b.start < a.end
+}
+
+/// Most descriptors of indirect tables the oracle reads in one wake; a wake with more is
+/// not judged.
+const INDIRECT_SCAN: usize = 1 << 14;
+
+/// What the oracle saw before a wake served.
+enum Wake {
+    /// The device serves nothing (no FEATURES_OK and DRIVER_OK, or broken).
+    Idle,
+    /// It serves, but the target cannot read the queues (BAR0 not decoded).
+    Unknown,
+    /// Each queue, and whether the wake is judged (see [`Machine::isolated`]), with the
+    /// available and used indexes in memory before it.
+    Seen {
+        queues: [QueueView; QUEUES],
+        judged: bool,
+        avail: [u16; QUEUES],
+        used: [u16; QUEUES],
+    },
 }
 
 /// Queue `q`'s rings (descriptor table, available ring, used ring) as the seeds program
@@ -337,6 +421,7 @@ fn machine(inline: bool, readonly: bool) -> Option<Machine> {
         original_disk: disk,
         avail_idx: [0; QUEUES],
         next_desc: [0; QUEUES],
+        consumed: [Some(0); QUEUES],
     };
     // Identity, status, class and revision, header type, no other BARs or ROM,
     // subsystem, capability pointer, interrupt pin (beside the command register, cache
@@ -630,10 +715,213 @@ impl Machine {
         }
     }
 
-    /// The device thread: wakes if its eventfd was signalled, then serves.
+    /// The device thread: wakes if its eventfd was signalled, then serves; the wake oracle
+    /// judges what it left.
     fn serve(&mut self) {
         if self.threaded && self.notify.read().is_ok() {
+            let wake = self.before_wake();
             lock(&self.transport).serve_notified();
+            self.after_wake(wake);
+        }
+    }
+
+    /// A 16-bit word of guest memory (0 outside RAM).
+    fn word(&self, addr: u64) -> u16 {
+        self.mem.read_obj(GuestAddress(addr)).unwrap_or(0)
+    }
+
+    /// Each queue's registers, read through the common configuration while BAR0 is
+    /// decoded (queue_select put back as it was).
+    fn queue_views(&self) -> Option<[QueueView; QUEUES]> {
+        let base = self.decoded()?.wrapping_add(bar::COMMON);
+        let mut f = lock(&self.function);
+        let mut ok = true;
+        let mut read = |f: &mut Function, offset: u64, len: usize| {
+            let mut b = [0u8; 8];
+            ok &= f.mmio_read(base.wrapping_add(offset), &mut b[..len]);
+            u64::from_le_bytes(b)
+        };
+        let select = |f: &mut Function, q: u16| {
+            f.mmio_write(base.wrapping_add(common::QUEUE_SELECT), &q.to_le_bytes())
+        };
+        let selected = read(&mut f, common::QUEUE_SELECT, 2) as u16;
+        let mut views = Vec::with_capacity(QUEUES);
+        let mut reached = true;
+        for q in 0..QUEUES as u16 {
+            reached &= select(&mut f, q);
+            views.push(QueueView {
+                ready: read(&mut f, common::QUEUE_ENABLE, 2) == 1,
+                size: read(&mut f, common::QUEUE_SIZE, 2) as u16,
+                desc: read(&mut f, common::QUEUE_DESC, 8),
+                avail: read(&mut f, common::QUEUE_DRIVER, 8),
+                used: read(&mut f, common::QUEUE_DEVICE, 8),
+            });
+        }
+        reached &= select(&mut f, selected);
+        let views: [QueueView; QUEUES] = views.try_into().ok()?;
+        (ok && reached).then_some(views)
+    }
+
+    /// The descriptors (address, length, flags) of the `count` entries of a table at `at`.
+    fn descriptors(&self, at: u64, count: u64) -> Option<Vec<(u64, u64, u16)>> {
+        let mut table = vec![0u8; usize::try_from(count).ok()?.checked_mul(16)?];
+        self.mem.read_slice(&mut table, GuestAddress(at)).ok()?;
+        Some(
+            table
+                .chunks_exact(16)
+                .map(|d| (le(&d[..8]), le(&d[8..12]), le(&d[12..14]) as u16))
+                .collect(),
+        )
+    }
+
+    /// Whether a wake over `queues` can be judged exactly: what the device may write in it
+    /// (each ready queue's used ring, and every buffer a chain can name device-writable,
+    /// through the descriptor tables as they are and the indirect tables they point at)
+    /// touches no ring or table it reads, the used rings lie apart, and no queue's
+    /// writable buffers reach another queue's used index. Then nothing the device writes
+    /// publishes chains (so it never reaches its NOTIFY_BUDGET_QUEUES budget), each queue
+    /// is served against its available index as it was before the wake, and a queue's
+    /// used index changes only when that queue publishes used entries.
+    fn isolated(&self, queues: &[QueueView; QUEUES]) -> bool {
+        let mut read: Vec<Range<u64>> = Vec::new();
+        let mut written: Vec<(usize, Range<u64>)> = Vec::new();
+        let mut scan = INDIRECT_SCAN;
+        let ready = || queues.iter().enumerate().filter(|(_, v)| v.ready);
+        for (q, v) in ready() {
+            read.extend([v.desc_ring(), v.avail_ring()]);
+            let Some(direct) = self.descriptors(v.desc, v.size.into()) else {
+                return false;
+            };
+            for (addr, len, flags) in direct {
+                if flags & VIRTQ_DESC_F_WRITE != 0 {
+                    written.push((q, in_ram(addr, len)));
+                }
+                if flags & VIRTQ_DESC_F_INDIRECT != 0 {
+                    let table = in_ram(addr, len);
+                    let count = (table.end - table.start) / 16;
+                    let Some(left) = scan.checked_sub(count as usize) else {
+                        return false;
+                    };
+                    scan = left;
+                    let Some(inner) = self.descriptors(table.start, count) else {
+                        return false;
+                    };
+                    read.push(table);
+                    written.extend(
+                        inner
+                            .into_iter()
+                            .filter(|d| d.2 & VIRTQ_DESC_F_WRITE != 0)
+                            .map(|(addr, len, _)| (q, in_ram(addr, len))),
+                    );
+                }
+            }
+        }
+        read.retain(|r| !r.is_empty());
+        read.sort_by_key(|r| r.start);
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(read.len());
+        for r in read {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        // `merged` is sorted and disjoint: the first range ending after `w.start` is the
+        // only one that can overlap `w` without starting after it ends.
+        let reads = |w: &Range<u64>| {
+            let i = merged.partition_point(|r| r.end <= w.start);
+            merged.get(i).is_some_and(|r| overlap(r, w))
+        };
+        for (q, v) in ready() {
+            if reads(&v.used_ring()) {
+                return false;
+            }
+            if ready().any(|(p, w)| p > q && overlap(&v.used_ring(), &w.used_ring())) {
+                return false;
+            }
+        }
+        written
+            .iter()
+            .all(|(q, w)| !reads(w) && ready().all(|(p, v)| p == *q || !overlap(w, &v.used_idx())))
+    }
+
+    /// Before a wake: what the device will serve, and the indexes in memory.
+    fn before_wake(&self) -> Wake {
+        let status = lock(&self.transport).device_status();
+        let ok = status::FEATURES_OK | status::DRIVER_OK;
+        if status & ok != ok || status & status::DEVICE_NEEDS_RESET != 0 {
+            return Wake::Idle;
+        }
+        let Some(queues) = self.queue_views() else {
+            return Wake::Unknown;
+        };
+        Wake::Seen {
+            judged: self.isolated(&queues),
+            avail: queues.map(|v| self.word(v.avail.wrapping_add(2))),
+            used: queues.map(|v| self.word(v.used.wrapping_add(2))),
+            queues,
+        }
+    }
+
+    /// The wake oracle: after the device thread served, every ready queue of a device
+    /// that serves (FEATURES_OK and DRIVER_OK, not broken) has consumed all the driver
+    /// published, its used index equal to the available index the driver wrote. Judged
+    /// only where [`Self::isolated`] holds and the device is still not broken; a queue
+    /// whose used index did not move and differs from the available index is judged only
+    /// when the target knows how far the device had consumed ([`Machine::consumed`]).
+    fn after_wake(&mut self, wake: Wake) {
+        let Wake::Seen {
+            queues,
+            judged,
+            avail,
+            used,
+        } = wake
+        else {
+            if matches!(wake, Wake::Unknown) {
+                self.consumed = [None; QUEUES];
+            }
+            return;
+        };
+        let broken = lock(&self.transport).is_broken();
+        for (q, v) in queues.iter().enumerate() {
+            if !v.ready {
+                self.consumed[q] = Some(0);
+                continue;
+            }
+            if broken || !judged {
+                self.consumed[q] = None;
+                continue;
+            }
+            let (a0, u0) = (avail[q], used[q]);
+            let a1 = self.word(v.avail.wrapping_add(2));
+            let u1 = self.word(v.used.wrapping_add(2));
+            assert_eq!(
+                a1, a0,
+                "queue {q} {v:x?}: the device changed an available index it only reads"
+            );
+            if u1 != u0 {
+                assert_eq!(
+                    u1, a1,
+                    "queue {q} {v:x?}: the wake published used entries up to {u1:#x}, \
+                     the driver had made {a1:#x} available"
+                );
+            } else if u1 != a1 {
+                if let Some(n0) = self.consumed[q] {
+                    assert_eq!(
+                        n0, a1,
+                        "queue {q} {v:x?}: the wake left it unserved: consumed up to {n0:#x} \
+                         (used index {u1:#x} in memory), the driver had made {a1:#x} available"
+                    );
+                }
+            }
+            self.consumed[q] = Some(a1);
+        }
+    }
+
+    /// A reset (the device's acked features back to 0, which FEATURES_OK never accepts)
+    /// starts every queue over: enabling one starts its indexes at 0.
+    fn note_reset(&mut self) {
+        if lock(&self.transport).device().acked_features() == 0 {
+            self.consumed = [Some(0); QUEUES];
         }
     }
 
@@ -927,6 +1215,7 @@ fn run(data: &[u8]) -> Option<Machine> {
             m.check_config();
         }
         m.check(&before, served);
+        m.note_reset();
     }
     Some(m)
 }
