@@ -1304,3 +1304,25 @@ fn a_reset_forgets_event_idx() {
     d.activate();
     assert_eq!(read_once(&mut d), 1);
 }
+
+#[test]
+fn the_driver_cannot_clear_status_bits_without_a_reset() {
+    let mut d = mem_driver(false);
+    let live = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    assert_eq!(d.rd(reg::STATUS), live);
+    // DEVICE_NEEDS_RESET alone (the device's bit, dropped from a driver's write) would
+    // read as 0 without being a reset; ACKNOWLEDGE | DRIVER clears FEATURES_OK and
+    // DRIVER_OK. Both are ignored: the status and the accepted features stay.
+    d.wr(reg::STATUS, status::DEVICE_NEEDS_RESET);
+    assert_eq!(d.rd(reg::STATUS), live);
+    d.wr(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    assert_eq!(d.rd(reg::STATUS), live);
+    // Requests are still served, from where the queue was.
+    d.header(HDR, VIRTIO_BLK_T_IN, 0);
+    d.submit(&[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert_eq!(d.used_idx(), 1);
+    assert_eq!(d.status_byte(STATUS), VIRTIO_BLK_S_OK);
+    // A write of 0 still resets.
+    d.wr(reg::STATUS, 0);
+    assert_eq!(d.rd(reg::STATUS), 0);
+}

@@ -218,6 +218,18 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
             self.reset();
             return;
         }
+        // Spec 2.1.2: the driver never clears a status bit; only a write of 0 (a reset)
+        // goes back. A write that would (DEVICE_NEEDS_RESET alone reads as 0 below) is
+        // ignored, so a device cannot be walked back to before FEATURES_OK or DRIVER_OK
+        // while its queues stay live.
+        let cleared = self.device_status & !status::DEVICE_NEEDS_RESET & !value;
+        if cleared != 0 {
+            self.guest_errors.log(format_args!(
+                "{}: driver clears status bits {cleared:#x} without a reset; ignored",
+                self.name
+            ));
+            return;
+        }
         let newly_set = value & !self.device_status;
         let mut value = value;
         if newly_set & status::FEATURES_OK != 0 {
