@@ -11,6 +11,8 @@
 //!
 //! [`VIRTIO_F_RING_EVENT_IDX`] is offered too: a driver that accepts it is interrupted only
 //! when its `used_event` says so, and notifies only when the device's `avail_event` asks.
+//! So is [`VIRTIO_BLK_F_MQ`]: the builder gives a disk on PCI one request queue per vCPU
+//! ([`Block::with_queues`]); every queue serves the same image.
 //!
 //! Capacity is the image size divided by 512, rounded down: the tail of an image whose
 //! size is not a multiple of 512 is invisible to the guest (a warning is logged), and any
@@ -44,8 +46,8 @@ pub const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 /// Feature: `num_queues` in the configuration is valid; the device has that many request
 /// queues.
 pub const VIRTIO_BLK_F_MQ: u64 = 1 << 12;
-/// Most request queues a device offers. Linux uses at most one per possible CPU, and
-/// Cloister's vCPU count is far below this for a disk to need more.
+/// Most request queues a device offers. With more vCPUs than this, Linux maps several CPUs
+/// to one queue.
 pub const MAX_QUEUES: u16 = 64;
 
 /// What every virtio-blk device offers; a read-only one adds [`VIRTIO_BLK_F_RO`].
