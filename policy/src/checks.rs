@@ -1,5 +1,5 @@
 //! Applying a [`Policy`] to a report that has been verified as genuine. Each rule gives one
-//! [`Check`] named "policy.<rule>" with what was expected and what was found.
+//! [`Check`] named "policy.`<rule>`" with what was expected and what was found.
 
 use cloister_attestation::report::{
     AttestationReport, Generation, PlatformInfo, SigningKey, TcbParts, TcbVersion,

@@ -189,7 +189,7 @@ pub enum SmtConflict {
 }
 
 /// A launch the policy forbids: one variant per rule. `Display` reads
-/// "policy rule `<key>`: <what was asked> is not allowed (<why>)".
+/// "policy rule `<key>`: `<what was asked>` is not allowed (`<why>`)".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaunchRefusal {
     /// `launch.require_snp`: a `none` launch.

@@ -377,7 +377,7 @@ pub fn build(config: &VmConfig, kvm_path: &Path) -> Result<Vmm, BuildError> {
 /// checked before anything else is read; a firmware refusal names its status and why).
 ///
 /// One boot path for every platform: the launch plan of Cloister's layout
-/// ([`cloister_plan`]) is built first; `none` copies its regions into guest memory,
+/// ([`cloister_plan`](crate::boot::plan::cloister_plan)) is built first; `none` copies its regions into guest memory,
 /// `sim` and `snp` hand them, in the same order, to the SNP launcher. Every vCPU starts
 /// from the plan's VMSA state.
 pub fn build_with_id_block(

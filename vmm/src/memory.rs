@@ -248,7 +248,7 @@ pub fn create_guest_memory(size: MemorySize) -> Result<GuestMemoryMmap, MemoryEr
 }
 
 /// Maps the RAM of the one VM this process runs: each region at a 2 MiB-aligned host
-/// address with transparent huge pages asked for (see [`HOST_ALIGNMENT`]). vm-memory
+/// address with transparent huge pages asked for (see `HOST_ALIGNMENT`). vm-memory
 /// cannot map at an aligned address and does not unmap mappings it did not make, so these
 /// live until the process exits; use [`create_guest_memory`] for anything else.
 pub fn create_vm_memory(size: MemorySize) -> Result<GuestMemoryMmap, MemoryError> {

@@ -15,7 +15,7 @@ pub struct Crl {
     signature: Vec<u8>,
     /// Signature algorithm.
     pub signature_alg: SignatureAlg,
-    /// Issuer common name (AMD: "ARK-<generation>").
+    /// Issuer common name (AMD: "ARK-`<generation>`").
     pub issuer_cn: String,
     /// Raw DER of the issuer name.
     pub issuer_der: Vec<u8>,

@@ -112,11 +112,11 @@ pub enum CertError {
 /// The role of a certificate in AMD's hierarchy, from its subject common name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum CertRole {
-    /// AMD Root Key, "ARK-<generation>", self-signed.
+    /// AMD Root Key, "ARK-`<generation>`", self-signed.
     Ark,
-    /// AMD SEV Signing Key, "SEV-<generation>", signs VCEKs.
+    /// AMD SEV Signing Key, "SEV-`<generation>`", signs VCEKs.
     Ask,
-    /// AMD SEV VLEK Signing Key, "SEV-VLEK-<generation>", signs VLEKs.
+    /// AMD SEV VLEK Signing Key, "SEV-VLEK-`<generation>`", signs VLEKs.
     Asvk,
     /// Versioned Chip Endorsement Key, "SEV-VCEK".
     Vcek,

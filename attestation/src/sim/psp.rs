@@ -363,7 +363,7 @@ impl SimPsp {
     /// reserved bytes set: INVALID_PARAM); MSG_SEQNO is not exactly one more than the last
     /// sequence number of that VMPCK (a replayed or stale message: INVALID_PARAM); the
     /// response's sequence number would overflow (AEAD_OFLOW); the AES-256-GCM tag does not
-    /// verify with VMPCK[MSG_VMPCK] (INVALID_PARAM); the message type is a request the
+    /// verify with `VMPCK[MSG_VMPCK]` (INVALID_PARAM); the message type is a request the
     /// simulator does not implement (UNSUPPORTED) or not a request (INVALID_PARAM);
     /// MSG_REPORT_REQ has MSG_VERSION other than 1 or is shorter than 96 bytes
     /// (INVALID_PARAM).

@@ -9,7 +9,7 @@
 //! | 0x000 | 8 | magic `CLVRFY01` |
 //! | 0x008 | 4 | version (1) |
 //! | 0x00C | 4 | flags (0) |
-//! | 0x010 | 3 × 72 | kernel, initrd, command line: staging GPA u64, load GPA u64, size u64, SHA-384 [48] |
+//! | 0x010 | 3 × 72 | kernel, initrd, command line: staging GPA u64, load GPA u64, size u64, SHA-384 \[48\] |
 //! | 0x0E8 | 8 | zero page GPA |
 //! | 0x0F0 | 8 | CC blob GPA (the verifier writes the blob and its setup_data node there) |
 //! | 0x0F8 | 8 | secrets page GPA |

@@ -59,7 +59,7 @@ pub struct MeasureArgs {
     /// Precalculated digest of the OVMF pages (hex), used instead of hashing the image.
     #[arg(long, value_name = "HASH")]
     pub snp_ovmf_hash: Option<String>,
-    /// Write the measured VMSAs to vmsa<N>.bin in the current directory.
+    /// Write the measured VMSAs to `vmsa<N>.bin` in the current directory.
     #[arg(long)]
     pub dump_vmsa: bool,
     /// Print "Calculated SEV_SNP guest measurement: ..." instead of the bare value.

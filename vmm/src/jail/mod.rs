@@ -13,7 +13,7 @@
 //!    child's status through (128 + N when the child died of signal N);
 //! 4. the child (PID 1 of its namespace) joins the cgroups, enters new mount, IPC, UTS and
 //!    network namespaces, mounts a small tmpfs on DIR as the jail's root, puts into it
-//!    only what the VM needs ([`JailLayout`]), `pivot_root`s into it and detaches the old
+//!    only what the VM needs (`JailLayout`), `pivot_root`s into it and detaches the old
 //!    root (nothing else is mounted: no /proc, no /sys except, on `snp`, the one kvm_amd
 //!    parameter file the SNP probe reads);
 //! 5. it drops to U:G: bounding set and ambient capabilities cleared, no supplementary

@@ -1,5 +1,5 @@
 //! The certificate table the host hands an SNP guest with an extended guest request
-//! (GHCB spec "SNP Extended Guest Request"; SNP-FACTS §1.11): entries {GUID[16],
+//! (GHCB spec "SNP Extended Guest Request"; SNP-FACTS §1.11): entries {GUID\[16\],
 //! offset u32, length u32} ending with an all-zero entry, followed by the DER
 //! certificates the entries point at (offsets from the table's start).
 //!

@@ -341,8 +341,8 @@ impl SnpLauncher {
     }
 }
 
-/// A MAP_GPA_RANGE hypercall exit (the guest's page-state change): args[0] = GPA,
-/// args[1] = number of 4 KiB pages, args[2] = attributes (bit 4: private). Returns the
+/// A MAP_GPA_RANGE hypercall exit (the guest's page-state change): `args[0]` = GPA,
+/// `args[1]` = number of 4 KiB pages, `args[2]` = attributes (bit 4: private). Returns the
 /// value for `hypercall.ret` (0 success; KVM does not clear it, so it is always written).
 /// With `allow_shared` false (the tenant policy forbids shared memory) a conversion to
 /// shared is refused with EPERM and changes nothing.

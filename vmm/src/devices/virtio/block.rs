@@ -105,7 +105,7 @@ pub trait DiskBackend: Send {
 
     /// Fills the guest buffers `segments`, in order, from the image at byte `offset`,
     /// adding each byte placed in guest memory to `written`. The default moves the data
-    /// through a bounce buffer, [`CHUNK`] bytes per step; [`File`] reads straight into
+    /// through a bounce buffer, 64 KiB per step; [`File`] reads straight into
     /// guest memory with `preadv`.
     fn read_to_guest<M: GuestMemory>(
         &mut self,
