@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The API documentation builds without warnings (broken links, private items, HTML).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 # The test guest is a crate of its own, outside the workspace: its host unit tests (command
 # line, CC blob walk, guest messages and the report protocol against a model PSP).
 cargo test --manifest-path tests/guest/Cargo.toml --target x86_64-unknown-linux-gnu
