@@ -20,8 +20,9 @@
 //!   status byte). Here each of those is a [`ChainError`], and so is an indirect descriptor
 //!   the driver did not negotiate, one that also has NEXT set, a chain longer than the
 //!   queue's maximum size and a buffer outside guest memory.
-//! - One notification is served for a bounded amount of work ([`NOTIFY_BUDGET_QUEUES`]),
-//!   as it runs in the vCPU thread that notified.
+//! - One call serves a bounded amount of work ([`NOTIFY_BUDGET_QUEUES`]) and then yields
+//!   ([`SplitQueue::take_yielded`]): whoever serves the queue calls again later (a device
+//!   thread wakes itself), so the device's lock is released between rounds.
 //!
 //! Two classes of guest mistakes are told apart:
 //! - [`QueueError`]: the rings themselves are unusable (not in guest memory, an available
@@ -37,7 +38,7 @@ use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
-use super::{GuestErrorLog, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC};
+use super::{VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC};
 
 /// Descriptor flag: the chain continues in `next`.
 pub const VIRTQ_DESC_F_NEXT: u16 = 1;
@@ -56,9 +57,11 @@ const MAX_INDIRECT_ENTRIES: u32 = u16::MAX as u32;
 /// for, in queue sizes. A driver has at most one queue's worth of chains published when
 /// it notifies, and can publish more only as it reclaims used ones, which it learns of
 /// from the interrupt at the end of the call unless it polls the used ring. Past this
-/// budget a driver is flooding the device, or it laid out buffers that make the device
-/// publish chains to itself (a read into the available ring), which with no bound would
-/// hold the vCPU thread for ever.
+/// budget a driver is keeping the device busy (a driver on another CPU publishing as fast
+/// as the device serves), flooding it, or it laid out buffers that make the device publish
+/// chains to itself (a read into the available ring), which with no bound would hold the
+/// device's lock for ever. The call yields instead; the chains left are served by the next
+/// call.
 pub const NOTIFY_BUDGET_QUEUES: u32 = 16;
 /// Most bytes one chain may describe (spec 2.7.5.2: no chain longer than 2^32 bytes; the
 /// used length the device returns is a u32).
@@ -266,7 +269,8 @@ pub struct SplitQueue {
     queue: Queue,
     registers: QueueRegisters,
     indirect_desc: bool,
-    guest_errors: GuestErrorLog,
+    /// The last [`Self::serve_available`] stopped at its budget with chains left.
+    yielded: bool,
 }
 
 impl SplitQueue {
@@ -283,7 +287,7 @@ impl SplitQueue {
             queue,
             registers,
             indirect_desc: false,
-            guest_errors: GuestErrorLog::default(),
+            yielded: false,
         }
     }
 
@@ -322,6 +326,7 @@ impl SplitQueue {
         self.queue.reset();
         self.registers = Self::reset_registers(self.queue.max_size());
         self.indirect_desc = false;
+        self.yielded = false;
     }
 
     /// The driver wrote 0 to QueueReady: the device stops using the queue. When the driver
@@ -404,9 +409,10 @@ impl SplitQueue {
     /// notification the driver was told it need not send.
     ///
     /// The work of one call is bounded by [`NOTIFY_BUDGET_QUEUES`] queue sizes of chains and
-    /// rounds, since it runs in the notifying vCPU's thread and holds the device: past it,
-    /// the call returns with notifications on and the chains left are served at the next
-    /// notification.
+    /// rounds, since it holds the device: past it, the call returns with notifications on
+    /// and [`Self::take_yielded`] true, and the chains left wait for the next call. The
+    /// caller must make one (the driver will not notify again for chains it already
+    /// published past `avail_event`).
     pub fn serve_available<M, F>(&mut self, mem: &M, mut serve: F) -> Result<bool, QueueError>
     where
         M: GuestMemory,
@@ -438,10 +444,7 @@ impl SplitQueue {
                 break;
             }
             if budget == 0 {
-                self.guest_errors.log(format_args!(
-                    "virtio: the driver kept publishing past {NOTIFY_BUDGET_QUEUES} queue sizes \
-                     of chains in one notification; the rest waits for the next one"
-                ));
+                self.yielded = true;
                 break;
             }
             budget -= 1;
@@ -452,6 +455,12 @@ impl SplitQueue {
         self.queue
             .needs_notification(mem)
             .map_err(ring_error("reading used_event"))
+    }
+
+    /// True once after a [`Self::serve_available`] that stopped at its budget with chains
+    /// left to serve.
+    pub fn take_yielded(&mut self) -> bool {
+        std::mem::take(&mut self.yielded)
     }
 
     /// Takes the next chain from the available ring, if the driver published one.
@@ -1173,7 +1182,9 @@ mod tests {
             assert_eq!(served, budget);
             assert!(notify);
             // Notifications are on (no NO_NOTIFY; avail_event at the next chain to serve),
-            // and the chain left is served at the next notification.
+            // the call says it yielded (once), and the chain left is served by the next.
+            assert!(q.take_yielded());
+            assert!(!q.take_yielded());
             assert_eq!(mem.read_obj::<u16>(GuestAddress(USED)).unwrap(), 0);
             if features.event_idx {
                 let at = USED + 4 + 8 * u64::from(SIZE);

@@ -304,11 +304,27 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
         if !queue.is_ready() {
             return;
         }
-        match self.device.process_queue(i, queue, &self.mem) {
+        let result = self.device.process_queue(i, queue, &self.mem);
+        let yielded = queue.take_yielded();
+        match result {
             // `i` < the queue count, which came from a slice of u16 sizes: far below 2^16.
             Ok(true) => self.raise(Interrupt::Queue(index as u16)),
             Ok(false) => {}
             Err(e) => self.mark_broken(&format_args!("queue {index}: {e}")),
+        }
+        if yielded && !self.is_broken() {
+            // The queue still holds published chains, which the driver will not notify
+            // again: the device thread wakes itself to serve them after releasing the lock.
+            // Served in place (no device thread), they wait for the driver's next
+            // notification.
+            match &self.notifier {
+                Some(notifier) => wake(notifier.as_ref(), index),
+                None => self.guest_errors.log(format_args!(
+                    "{}: queue {index} kept the device busy past its budget; the chains \
+                     left wait for the next notification",
+                    self.name
+                )),
+            }
         }
     }
 
@@ -319,5 +335,116 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
             // `index` < the queue count, which came from a slice of u16 sizes.
             self.serve(index as u32);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    use super::*;
+    use crate::devices::virtio::queue::{QueueError, NOTIFY_BUDGET_QUEUES, VIRTQ_DESC_F_WRITE};
+
+    const DESC: u64 = 0x1000;
+    const AVAIL: u64 = 0x2000;
+    const USED: u64 = 0x3000;
+    const SIZE: u16 = 16;
+
+    /// Republishes descriptor 0 for every chain it serves while `flood` is set: a driver
+    /// on another CPU publishing as fast as the device serves.
+    struct Flood {
+        flood: Arc<AtomicBool>,
+        sizes: [u16; 1],
+    }
+
+    fn publish(mem: &impl GuestMemory) {
+        let idx: u16 = mem.read_obj(GuestAddress(AVAIL + 2)).unwrap();
+        mem.write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * u64::from(idx % SIZE)))
+            .unwrap();
+        mem.write_obj(idx.wrapping_add(1), GuestAddress(AVAIL + 2))
+            .unwrap();
+    }
+
+    impl VirtioDevice for Flood {
+        fn device_type(&self) -> u32 {
+            2
+        }
+        fn device_features(&self) -> u64 {
+            VIRTIO_F_VERSION_1
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &self.sizes
+        }
+        fn read_config(&self, _offset: u64, _data: &mut [u8]) {}
+        fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+        fn set_acked_features(&mut self, _features: u64) {}
+        fn process_queue<M: GuestMemory>(
+            &mut self,
+            _index: usize,
+            queue: &mut SplitQueue,
+            mem: &M,
+        ) -> Result<bool, QueueError> {
+            queue.serve_available(mem, |_| {
+                if self.flood.load(Ordering::SeqCst) {
+                    publish(mem);
+                }
+                1
+            })
+        }
+        fn reset(&mut self) {}
+    }
+
+    struct NoIrq;
+    impl InterruptSink for NoIrq {
+        fn signal(&self, _why: Interrupt) {}
+    }
+
+    #[test]
+    fn a_queue_served_to_its_budget_wakes_its_device_thread_again() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let flood = Arc::new(AtomicBool::new(true));
+        let device = Flood {
+            flood: flood.clone(),
+            sizes: [SIZE],
+        };
+        let mut state = VirtioState::new(device, mem.clone(), Arc::new(NoIrq), "test");
+        let wake = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        state.set_notifier(wake.clone());
+        let s = status::ACKNOWLEDGE | status::DRIVER;
+        state.write_status(s);
+        state.write_driver_features(1, 1); // VIRTIO_F_VERSION_1
+        state.write_status(s | status::FEATURES_OK);
+        *state.configurable_queue(0).unwrap() = QueueRegisters {
+            size: SIZE,
+            desc_table: DESC,
+            avail_ring: AVAIL,
+            used_ring: USED,
+        };
+        state.set_queue_ready(0, true);
+        state.write_status(s | status::FEATURES_OK | status::DRIVER_OK);
+        // Descriptor 0: one device-writable byte.
+        mem.write_obj(0x8000u64, GuestAddress(DESC)).unwrap();
+        mem.write_obj(1u32, GuestAddress(DESC + 8)).unwrap();
+        mem.write_obj(VIRTQ_DESC_F_WRITE, GuestAddress(DESC + 12))
+            .unwrap();
+        publish(&mem);
+
+        let used = |mem: &GuestMemoryMmap| mem.read_obj::<u16>(GuestAddress(USED + 2)).unwrap();
+        let budget = u32::from(SIZE) * NOTIFY_BUDGET_QUEUES;
+        state.serve_notified();
+        assert_eq!(u32::from(used(&mem)), budget);
+        assert_eq!(wake.read().unwrap(), 1, "the device thread woke itself");
+        state.serve_notified();
+        assert_eq!(u32::from(used(&mem)), 2 * budget);
+        assert_eq!(wake.read().unwrap(), 1);
+        // The driver stops: the chain left is served, and no more wakes.
+        flood.store(false, Ordering::SeqCst);
+        state.serve_notified();
+        assert_eq!(u32::from(used(&mem)), 2 * budget + 1);
+        assert!(wake.read().is_err(), "nothing left: no wake");
     }
 }
