@@ -300,11 +300,10 @@ impl MsixTable {
                 match self.host.set_msi_route(self.gsis[i], message) {
                     Ok(()) => self.routed[i] = Some(message),
                     Err(e) => {
-                        // The GSI may still carry the old message: firing it would
-                        // interrupt where the guest no longer points. The vector's
+                        // The GSI still carries the old message (`routed[i]`): firing it
+                        // would interrupt where the guest no longer points. The vector's
                         // interrupts wait in the pending bits instead, and the next
                         // change of its entry or mask tries the route again.
-                        self.routed[i] = None;
                         deliverable = false;
                         self.guest_errors.log(format_args!(
                             "MSI-X: vector {i} ({:#x}, data {:#x}) cannot be routed: {e}; \

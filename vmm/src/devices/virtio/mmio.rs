@@ -328,9 +328,7 @@ impl<T: BusDevice> BusDevice for MmioFrontend<T> {
                 self.interrupt_status
                     .fetch_and(!u32::from_le_bytes(bytes), Ordering::AcqRel);
             }
-            (reg::QUEUE_NOTIFY, Ok(bytes)) => {
-                wake(self.notifier.as_ref(), u32::from_le_bytes(bytes));
-            }
+            (reg::QUEUE_NOTIFY, Ok(_)) => wake(self.notifier.as_ref()),
             _ => self.locked().write(offset, data),
         }
     }

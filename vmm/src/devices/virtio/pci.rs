@@ -522,7 +522,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPciFunction<D, M> {
             return;
         };
         match &self.notify {
-            Some(n) => wake(n.event.as_ref(), queue),
+            Some(n) => wake(n.event.as_ref()),
             None => self.locked().state.notify(queue),
         }
     }

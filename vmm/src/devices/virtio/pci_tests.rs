@@ -315,6 +315,19 @@ impl Machine {
         self.cfg_write(1, msix + 2, 2, control | 0x8000);
     }
 
+    /// The last read of sector 1 completed: status OK, the sector's first byte in DATA.
+    fn assert_sector_1_read(&self) {
+        assert_eq!(
+            self.mem.read_obj::<u8>(GuestAddress(STATUS_BYTE)).unwrap(),
+            VIRTIO_BLK_S_OK
+        );
+        let mut sector = [0u8; 512];
+        self.mem
+            .read_slice(&mut sector, GuestAddress(DATA))
+            .unwrap();
+        assert_eq!(sector[0], (512 * 7 + 1) as u8, "sector 1's first byte");
+    }
+
     fn used_idx(&self) -> u16 {
         self.used_idx_of(0)
     }
@@ -442,13 +455,7 @@ fn a_request_completes_on_its_queue_vector_and_a_masked_vector_waits_in_the_pba(
     );
     m.read_sector();
     assert_eq!(m.used_idx(), 1);
-    assert_eq!(
-        m.mem.read_obj::<u8>(GuestAddress(STATUS_BYTE)).unwrap(),
-        VIRTIO_BLK_S_OK
-    );
-    let mut sector = [0u8; 512];
-    m.mem.read_slice(&mut sector, GuestAddress(DATA)).unwrap();
-    assert_eq!(sector[0], (512 * 7 + 1) as u8, "sector 1's first byte");
+    m.assert_sector_1_read();
     assert_eq!(m.interrupts(), [0, 1], "the queue's vector, not config's");
     assert_eq!(
         m.rd(BAR0 + bar::ISR, 1),
@@ -553,13 +560,7 @@ fn a_multiqueue_disk_serves_each_queue_on_its_own_notify_address_and_vector() {
 
     m.read_sector_on(1);
     assert_eq!((m.used_idx_of(0), m.used_idx_of(1)), (0, 1));
-    assert_eq!(
-        m.mem.read_obj::<u8>(GuestAddress(STATUS_BYTE)).unwrap(),
-        VIRTIO_BLK_S_OK
-    );
-    let mut sector = [0u8; 512];
-    m.mem.read_slice(&mut sector, GuestAddress(DATA)).unwrap();
-    assert_eq!(sector[0], (512 * 7 + 1) as u8, "sector 1's first byte");
+    m.assert_sector_1_read();
     assert_eq!(m.all_interrupts(), [0, 0, 1], "queue 1's vector only");
 
     m.read_sector_on(0);

@@ -344,7 +344,7 @@ fn read_request_copies_sectors_into_two_buffers() {
 struct CountingNotifier(std::sync::atomic::AtomicU32);
 
 impl super::QueueNotifier for CountingNotifier {
-    fn notify(&self, _index: u32) -> std::io::Result<()> {
+    fn notify(&self) -> std::io::Result<()> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

@@ -28,14 +28,15 @@ pub trait InterruptSink: Send + Sync {
     fn signal(&self, why: Interrupt);
 }
 
-/// Hands a queue notification to whoever serves the device (its thread's eventfd).
+/// Wakes whoever serves the device (its thread's eventfd). Which queue is not passed on:
+/// a wake serves every ready queue ([`NotifiedDevice::serve_notified`]).
 pub trait QueueNotifier: Send + Sync {
-    /// Queue `index` has new buffers.
-    fn notify(&self, index: u32) -> std::io::Result<()>;
+    /// A queue has new buffers.
+    fn notify(&self) -> std::io::Result<()>;
 }
 
 impl QueueNotifier for vmm_sys_util::eventfd::EventFd {
-    fn notify(&self, _index: u32) -> std::io::Result<()> {
+    fn notify(&self) -> std::io::Result<()> {
         self.write(1)
     }
 }
@@ -48,9 +49,9 @@ pub trait NotifiedDevice: Send {
     fn serve_notified(&mut self);
 }
 
-/// Wakes the device thread for queue `index`.
-pub(super) fn wake(notifier: &dyn QueueNotifier, index: u32) {
-    if let Err(e) = notifier.notify(index) {
+/// Wakes the device thread.
+pub(super) fn wake(notifier: &dyn QueueNotifier) {
+    if let Err(e) = notifier.notify() {
         log::error!("virtio: cannot signal the device thread: {e}");
     }
 }
@@ -274,7 +275,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
     /// The driver notified queue `index`: handed to the device thread, or served here.
     pub fn notify(&mut self, index: u32) {
         match &self.notifier {
-            Some(notifier) => wake(notifier.as_ref(), index),
+            Some(notifier) => wake(notifier.as_ref()),
             None => self.serve(index),
         }
     }
@@ -318,7 +319,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioState<D, M> {
             // Served in place (no device thread), they wait for the driver's next
             // notification.
             match &self.notifier {
-                Some(notifier) => wake(notifier.as_ref(), index),
+                Some(notifier) => wake(notifier.as_ref()),
                 None => self.guest_errors.log(format_args!(
                     "{}: queue {index} kept the device busy past its budget; the chains \
                      left wait for the next notification",
