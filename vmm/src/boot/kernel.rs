@@ -220,18 +220,12 @@ pub fn load_kernel(
 /// monitor writes after the kernel: they would overwrite it) and the end of low RAM,
 /// computed without overflow.
 fn check_elf_segments(image: &[u8], name: &str, low_ram_end: u64) -> Result<(), LoadError> {
-    let u16_at = |at: usize| {
-        image
-            .get(at..at + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |at: usize| {
-        image
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
+    // `at` may come from the image (a program header's offset): the end is checked too.
+    let bytes_at = |at: usize, n: usize| at.checked_add(n).and_then(|end| image.get(at..end));
+    let u16_at = |at: usize| bytes_at(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| bytes_at(at, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let u64_at = |at: usize| {
-        image.get(at..at + 8).map(|b| {
+        bytes_at(at, 8).map(|b| {
             let mut a = [0u8; 8];
             a.copy_from_slice(b);
             u64::from_le_bytes(a)
