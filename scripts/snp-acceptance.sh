@@ -39,10 +39,10 @@ REPORT_SIZE=1184
 usage() {
     cat <<'EOF'
 usage: scripts/snp-acceptance.sh [options]
-  --cloister BIN      the cloister binary (default: $CLOISTER_BIN, target/release/cloister,
-                      then cloister on PATH)
+  --cloister BIN      the cloister binary (default: $CLOISTER_BIN,
+                      target/x86_64-unknown-linux-gnu/release/cloister, then cloister on PATH)
   --kernel FILE       guest kernel (default: the test guest bzImage that cargo built under
-                      target/*/build/cloister-vmm-*/out/); it must print
+                      target/*/*/build/cloister-vmm-*/out/); it must print
                       "CLOISTER-REPORT: <hex>" on its serial console
   --initrd FILE       initial ramdisk
   --append STRING     kernel command line (default, for the test guest:
@@ -259,8 +259,9 @@ if [ -n "$EXTRACT_LOG" ]; then
 fi
 
 if [ -z "$CLOISTER" ]; then
-    if [ -x "$ROOT/target/release/cloister" ]; then
-        CLOISTER="$ROOT/target/release/cloister"
+    # .cargo/config.toml names the target, so cargo's output is under its triple.
+    if [ -x "$ROOT/target/x86_64-unknown-linux-gnu/release/cloister" ]; then
+        CLOISTER="$ROOT/target/x86_64-unknown-linux-gnu/release/cloister"
     else
         CLOISTER=$(command -v cloister || true)
     fi
@@ -317,7 +318,7 @@ step_probe() {
 }
 
 find_test_guest() {
-    ls -t "$ROOT"/target/*/build/cloister-vmm-*/out/cloister-test-guest.bzImage 2>/dev/null | head -n 1
+    ls -t "$ROOT"/target/*/*/build/cloister-vmm-*/out/cloister-test-guest.bzImage 2>/dev/null | head -n 1
 }
 
 MEASUREMENT=""
