@@ -6,7 +6,8 @@
 #
 # Builds the release monitor, runs it under gdb on the built-in test guest the ways users
 # and the boot benchmark run it (plain, as `cargo run --release -p cloister-bench --bin
-# boot` does, with a virtio-pci disk, with a virtio-mmio disk on two vCPUs), records the
+# boot` does, with a virtio-pci disk, with a virtio-mmio disk on two vCPUs, and on the
+# simulated SEV-SNP platform; the plain runs come first), records the
 # functions each run executed in first-run order (scripts/hot-text/trace.py), and writes
 # their section patterns (scripts/hot-text/script.py). Needs gdb and /dev/kvm. Run it
 # after changes that move a lot of start-up code; a stale script costs memory, not
@@ -32,6 +33,7 @@ trace run
 trace run --debug-exit --kernel "$guest" --memory 64M --cpus 1 --cmdline cloister_test.exit=0 --serial stdio
 trace run --disk "path=$work/disk.img"
 trace run --disk "path=$work/disk.img" --virtio mmio --cpus 2
+trace run --platform sim --sim-root "$work/sim-root" --serial "file=$work/console.log"
 
 python3 scripts/hot-text/script.py "$work/hot.txt" \
   "$(gcc -print-file-name=libc.a)" "$(gcc -print-libgcc-file-name)" >vmm/hot-text.ld
