@@ -262,9 +262,9 @@ if [ -n "$disk_bench" ]; then
   # /dev/vda under every VMM alike.
   echo "nested harness: building the statically linked disk benchmark" >&2
   (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" "${CARGO:-cargo}" build --release -q \
-    -p cloister-bench --bin diskio --target x86_64-unknown-linux-gnu \
-    --target-dir "$target_dir/static") || die "building the static disk benchmark failed"
-  install -m 0755 "$target_dir/static/x86_64-unknown-linux-gnu/release/diskio" "$inner_root/bin/diskio"
+    -p cloister-bench --bin diskio --target x86_64-unknown-linux-gnu) ||
+    die "building the static disk benchmark failed"
+  install -m 0755 "$target_dir/x86_64-unknown-linux-gnu/release/diskio" "$inner_root/bin/diskio"
   echo "$disk_bench" >"$inner_root/diskio.seconds"
   disk_size=64M
 fi
@@ -281,11 +281,13 @@ truncate -s 1M "$disk"
 if [ "$want_cloister" -eq 1 ]; then
   if [ -z "$cloister_bin" ]; then
     echo "nested harness: building a statically linked cloister" >&2
-    # With --target, RUSTFLAGS reach only the target crates, not build scripts.
+    # With --target, RUSTFLAGS reach only the target crates, not build scripts. The flags
+    # are .cargo/config.toml's, given again in case the caller's RUSTFLAGS would replace
+    # them: the build is the one `cargo run --release` makes, not a second one.
     (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" "${CARGO:-cargo}" build --release -q \
-      -p cloister-vmm --bin cloister --target x86_64-unknown-linux-gnu \
-      --target-dir "$target_dir/static") || die "building the static cloister failed"
-    cloister_bin="$target_dir/static/x86_64-unknown-linux-gnu/release/cloister"
+      -p cloister-vmm --bin cloister --target x86_64-unknown-linux-gnu) ||
+      die "building the static cloister failed"
+    cloister_bin="$target_dir/x86_64-unknown-linux-gnu/release/cloister"
   fi
   [ -x "$cloister_bin" ] || die "cloister binary '$cloister_bin' is missing or not executable"
   file -L "$cloister_bin" | grep -q -E 'statically linked|static-pie linked' ||
