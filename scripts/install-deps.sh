@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests use (QEMU, OVMF, busybox, cpio), once.
+# Installs the Debian packages the tests use (QEMU, OVMF, busybox, cpio) and glibc's static
+# library (libc.a, in libc6-dev: the monitor links statically), once.
 set -euo pipefail
-pkgs=(qemu-system-x86 ovmf busybox-static cpio xz-utils zstd file acpica-tools python3 python3-venv openssl)
+pkgs=(libc6-dev qemu-system-x86 ovmf busybox-static cpio xz-utils zstd file acpica-tools python3 python3-venv openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
