@@ -37,7 +37,7 @@ use cloister_attestation::launch::plan::{
 };
 use cloister_attestation::launch::vmsa::{LongModeEntry, Vmsa, BSP_RESET_EIP};
 use std::borrow::Cow;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::e820::{e820_map, E820Entry, E820_RAM, E820_RESERVED};
 use super::gdt::{boot_gdt, BOOT_CS, BOOT_DS};
@@ -278,7 +278,7 @@ pub(crate) fn write_platform_tables(
 
 /// Builds the plan for `inputs`.
 pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuildError> {
-    let mem = create_guest_memory(inputs.memory)?;
+    let mem = Scratch::new(inputs.memory)?;
     let size = inputs.memory.bytes();
     let low_end = low_ram_end(size);
     let kernel: LoadedKernel = load_kernel(&mem, inputs.kernel, inputs.kernel_name, low_end)?;
@@ -410,12 +410,33 @@ pub fn cloister_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuil
     })
 }
 
+/// Memory a plan is laid out in and then read back from, once: the layout is written into
+/// it like into a VM's memory (it derefs to [`GuestMemoryMmap`]), and scanning a range for
+/// its launch regions ([`measured_regions`]) hands that range's pages back to the host, so
+/// a range reads as zero after its scan. Never a VM's memory.
+pub(crate) struct Scratch(GuestMemoryMmap);
+
+impl Scratch {
+    /// Scratch memory of `size`, laid out as a VM's (the same RAM ranges).
+    pub(crate) fn new(size: MemorySize) -> Result<Self, MemoryError> {
+        create_guest_memory(size).map(Self)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = GuestMemoryMmap;
+
+    fn deref(&self) -> &GuestMemoryMmap {
+        &self.0
+    }
+}
+
 /// The launch regions of guest memory `gpa .. gpa + len` (page-aligned) as `mem` holds
-/// it: runs of all-zero pages (a kernel's room to decompress into, its .bss) go in as ZERO
+/// it (and then releases it, see [`Scratch`]): runs of all-zero pages (a kernel's room to decompress into, its .bss) go in as ZERO
 /// pages, where the guest sees the same bytes and the firmware need not hash them; the
 /// rest as NORMAL pages.
 pub(crate) fn measured_regions(
-    mem: &GuestMemoryMmap,
+    mem: &Scratch,
     gpa: u64,
     len: u64,
     what: &'static str,
@@ -427,7 +448,7 @@ pub(crate) fn measured_regions(
 /// (page-aligned, at most `len`) can be non-zero: the rest is not read, and joins the
 /// last run as ZERO pages. The regions are the same as [`measured_regions`] gives.
 pub(crate) fn measured_regions_zero_tail(
-    mem: &GuestMemoryMmap,
+    mem: &Scratch,
     gpa: u64,
     written: u64,
     len: u64,
@@ -455,11 +476,19 @@ pub(crate) fn measured_regions_zero_tail(
     Ok(regions)
 }
 
+/// How much of a non-zero run [`scan_regions`] copies before releasing it from scratch.
+const SCAN_CHUNK: usize = 1 << 20;
+
 /// The runs of zero and non-zero pages of `gpa .. gpa + len`, read from `mem`: a first
 /// pass classifies each page through one page-sized buffer, a second copies each non-zero
 /// run out of `mem` once (for a Debian kernel, 8 MiB copied once instead of twice).
+///
+/// Each run's pages are handed back to the host as soon as the run is classified or
+/// copied ([`release_scratch`]), so that the scratch copy of a kernel and initrd is not
+/// resident next to the plan's copy of it (for Debian's kernel and a 3 MB initrd, about 11
+/// MiB less at the peak of `measure` and of a launch).
 fn scan_regions(
-    mem: &GuestMemoryMmap,
+    mem: &Scratch,
     gpa: u64,
     len: u64,
     what: &'static str,
@@ -483,6 +512,8 @@ fn scan_regions(
     for (offset, run_len, zero) in runs {
         let run_gpa = gpa + offset;
         regions.push(if zero {
+            // Zero pages may still be resident (written with zeros): release them too.
+            release_scratch(mem, run_gpa, run_len);
             LaunchRegion::new(
                 run_gpa,
                 run_len,
@@ -491,9 +522,16 @@ fn scan_regions(
                 RegionContents::Zeroes,
             )?
         } else {
+            // Copied a chunk at a time, each chunk's scratch pages released as soon as
+            // it is out: the run is never resident twice.
             let mut bytes = vec![0u8; run_len as usize];
-            mem.read_slice(&mut bytes, GuestAddress(run_gpa))
-                .map_err(write_err(what))?;
+            let mut chunk_gpa = run_gpa;
+            for chunk in bytes.chunks_mut(SCAN_CHUNK) {
+                mem.read_slice(chunk, GuestAddress(chunk_gpa))
+                    .map_err(write_err(what))?;
+                release_scratch(mem, chunk_gpa, chunk.len() as u64);
+                chunk_gpa += chunk.len() as u64;
+            }
             LaunchRegion::new(
                 run_gpa,
                 run_len,
@@ -504,6 +542,34 @@ fn scan_regions(
         });
     }
     Ok(regions)
+}
+
+/// Gives the whole pages of `gpa .. gpa + len` of `mem` back to the host (`MADV_DONTNEED`:
+/// they read as zero if touched again). Best effort: a range that is not in one region, or
+/// advice that fails, only costs memory.
+fn release_scratch(mem: &Scratch, gpa: u64, len: u64) {
+    let start = page_ceil(gpa);
+    let end = page_floor(gpa.saturating_add(len));
+    let Some(count) = end.checked_sub(start).and_then(|n| usize::try_from(n).ok()) else {
+        return;
+    };
+    if count == 0 {
+        return;
+    }
+    let Ok(slice) = mem.get_slice(GuestAddress(start), count) else {
+        return;
+    };
+    let host = slice.ptr_guard_mut().as_ptr();
+    // SAFETY: `host .. host + count` is inside one of `mem`'s anonymous private mappings
+    // (get_slice checked the range), and whole pages (the mapping is page-aligned, and so
+    // are `start` and `end`). The plan owns this scratch memory and holds no reference into
+    // it; MADV_DONTNEED only drops the pages' contents, and the mapping stays valid.
+    if unsafe { libc::madvise(host.cast(), count, libc::MADV_DONTNEED) } != 0 {
+        log::debug!(
+            "releasing scratch pages at {start:#x}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// The setup_data node (type 7, payload: the CC blob's u32 address) and the CC blob
@@ -605,17 +671,21 @@ mod tests {
     /// whether the written part ends in a zero page (the runs join) or a non-zero one.
     #[test]
     fn a_zero_tail_is_not_read_and_gives_the_same_regions() {
-        let mem = create_guest_memory(MemorySize(16 << 20)).unwrap();
         let base = 0x10_0000u64;
         let page = PAGE_SIZE as u64;
-        mem.write_slice(&[1; 10], GuestAddress(base + page))
-            .unwrap();
-        mem.write_slice(&[2; 10], GuestAddress(base + 5 * page))
-            .unwrap();
+        // A scan releases what it read: every scan gets memory laid out afresh.
+        let laid_out = || {
+            let mem = Scratch::new(MemorySize(16 << 20)).unwrap();
+            mem.write_slice(&[1; 10], GuestAddress(base + page))
+                .unwrap();
+            mem.write_slice(&[2; 10], GuestAddress(base + 5 * page))
+                .unwrap();
+            mem
+        };
         let len = 64 * page;
-        let full = measured_regions(&mem, base, len, "k").unwrap();
+        let full = measured_regions(&laid_out(), base, len, "k").unwrap();
         for written in [6 * page, 8 * page, len] {
-            let tail = measured_regions_zero_tail(&mem, base, written, len, "k").unwrap();
+            let tail = measured_regions_zero_tail(&laid_out(), base, written, len, "k").unwrap();
             assert_eq!(shape(&tail), shape(&full), "written {written:#x}");
         }
         assert_eq!(
@@ -629,8 +699,31 @@ mod tests {
             ]
         );
         // Written part ending on a non-zero page: the tail is a run of its own.
-        let tail = measured_regions_zero_tail(&mem, base, 6 * page, len, "k").unwrap();
+        let tail = measured_regions_zero_tail(&laid_out(), base, 6 * page, len, "k").unwrap();
         assert_eq!(tail.last().unwrap().gpa(), base + 6 * page);
+    }
+
+    /// A scanned range's regions keep its bytes (a run longer than one copy chunk
+    /// included), and the scratch pages are given back: the range reads as zero after.
+    #[test]
+    fn a_scan_keeps_the_bytes_and_releases_the_scratch_pages() {
+        let mem = Scratch::new(MemorySize(16 << 20)).unwrap();
+        let base = 0x10_0000u64;
+        let len = (SCAN_CHUNK * 2 + SCAN_CHUNK / 2) as u64;
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8 | 1).collect();
+        mem.write_slice(&bytes, GuestAddress(base)).unwrap();
+        let regions = measured_regions(&mem, base, len, "k").unwrap();
+        assert_eq!(shape(&regions), vec![(base, len, PageType::Normal)]);
+        let RegionContents::Bytes(kept) = regions[0].contents() else {
+            unreachable!("a Normal region holds its bytes");
+        };
+        assert!(kept[..] == bytes[..], "bytes changed");
+        let mut after = vec![0xffu8; len as usize];
+        mem.read_slice(&mut after, GuestAddress(base)).unwrap();
+        assert!(
+            after.iter().all(|&b| b == 0),
+            "scratch pages were not released"
+        );
     }
 
     fn inputs<'a>(kernel: &'a [u8], cmdline: &'a str, platform: Platform) -> LayoutInputs<'a> {

@@ -32,9 +32,9 @@ use super::e820::E820_RAM;
 use super::layout::{ACPI_START, CPUID_PAGE_START, EBDA_START, HIMEM_START, SECRETS_PAGE_START};
 use super::plan::{
     check_disjoint, layout_e820, measured_regions, page_ceil, page_floor, used_extent, write_err,
-    write_platform_tables, CloisterPlan, LayoutInputs, PlanBuildError, SEV_FEATURES,
+    write_platform_tables, CloisterPlan, LayoutInputs, PlanBuildError, Scratch, SEV_FEATURES,
 };
-use crate::memory::{create_guest_memory, low_ram_end};
+use crate::memory::low_ram_end;
 use crate::test_guest::{VERIFIER, VERIFIER_BASE, VERIFIER_MEM_SIZE};
 
 /// The manifest page.
@@ -65,7 +65,7 @@ fn align_up(v: u64, a: u64) -> Option<u64> {
 
 /// Builds the verifier layout's plan for `inputs` (the kernel must be a bzImage).
 pub fn verifier_plan(inputs: &LayoutInputs<'_>) -> Result<CloisterPlan, PlanBuildError> {
-    let mem = create_guest_memory(inputs.memory)?;
+    let mem = Scratch::new(inputs.memory)?;
     let size = inputs.memory.bytes();
     let low_end = low_ram_end(size);
     let kernel = inputs.kernel;
