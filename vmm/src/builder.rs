@@ -421,6 +421,10 @@ pub fn build_with_id_block(
         policy: guest_policy,
         host_data: config.host_data,
     })?;
+    // The plan holds its own copy of every byte it launches (and the staging its own):
+    // the files go now, before guest memory fills with a third copy.
+    drop(kernel_image);
+    drop(initrd);
     let mut plan = planned.plan;
     let staging = planned.staging;
     plan.id_block = id_block;
