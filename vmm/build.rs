@@ -59,7 +59,10 @@ fn main() -> ExitCode {
     match build() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: building the test guest or the boot verifier failed: {e}");
+            eprintln!(
+                "error: vmm/build.rs (the test guest, the boot verifier, the monitor's hot-text \
+                 link script) failed: {e}"
+            );
             ExitCode::FAILURE
         }
     }
