@@ -8,112 +8,48 @@
 //!   the resident text would quietly grow back; the second test says so instead.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::process::Command;
+
 use cloister_tests::{cloister, workspace_root};
 
-const PT_INTERP: u32 = 3;
-const SHT_SYMTAB: u32 = 2;
-const STT_FUNC: u8 = 2;
-const ET_DYN: u16 = 3;
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-fn usize_at(b: &[u8], at: usize) -> usize {
-    usize::try_from(u64_at(b, at)).unwrap()
+/// What a binutils tool (`readelf`, `nm`: the project's other binary checks use
+/// `objdump`) prints about the monitor.
+fn binutils(tool: &str, args: &[&str]) -> String {
+    let output = Command::new(tool)
+        .args(args)
+        .arg(cloister())
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} (GNU binutils) is needed to read the monitor: {e}"));
+    assert!(output.status.success(), "{tool} failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn c_str(b: &[u8], at: usize) -> &str {
-    let end = b[at..].iter().position(|&c| c == 0).unwrap();
-    std::str::from_utf8(&b[at..at + end]).unwrap()
+/// A section's address and size, from `readelf -SW`.
+fn section(name: &str) -> (u64, u64) {
+    binutils("readelf", &["-SW"])
+        .lines()
+        .filter_map(|l| l.split_once(']').map(|(_, rest)| rest))
+        .map(|rest| rest.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .map(|f| {
+            // name, type, address, offset, size (hex)
+            let hex = |i: usize| u64::from_str_radix(f[i], 16).unwrap();
+            (hex(2), hex(4))
+        })
+        .unwrap_or_else(|| panic!("the monitor has no {name} section"))
 }
 
-/// One ELF64 section header: name, type, address, file offset, size, link.
-struct Section {
-    name: String,
-    kind: u32,
-    addr: u64,
-    offset: usize,
-    size: usize,
-    link: usize,
-}
-
-/// The little of ELF64 these tests read.
-struct Elf {
-    bytes: Vec<u8>,
-    sections: Vec<Section>,
-}
-
-impl Elf {
-    fn read(path: &std::path::Path) -> Elf {
-        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(&bytes[..4], b"\x7fELF", "{} is not ELF", path.display());
-        assert_eq!(bytes[4], 2, "not ELF64");
-        let (shoff, shentsize, shnum, shstrndx) = (
-            usize_at(&bytes, 0x28),
-            usize::from(u16_at(&bytes, 0x3a)),
-            usize::from(u16_at(&bytes, 0x3c)),
-            usize::from(u16_at(&bytes, 0x3e)),
-        );
-        let header = |i: usize| shoff + i * shentsize;
-        let names = usize_at(&bytes, header(shstrndx) + 0x18);
-        let sections = (0..shnum)
-            .map(|i| {
-                let h = header(i);
-                Section {
-                    name: c_str(&bytes, names + u32_at(&bytes, h) as usize).to_string(),
-                    kind: u32_at(&bytes, h + 4),
-                    addr: u64_at(&bytes, h + 0x10),
-                    offset: usize_at(&bytes, h + 0x18),
-                    size: usize_at(&bytes, h + 0x20),
-                    link: u32_at(&bytes, h + 0x28) as usize,
-                }
-            })
-            .collect();
-        Elf { bytes, sections }
-    }
-
-    fn section(&self, name: &str) -> &Section {
-        self.sections
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("the monitor has no {name} section"))
-    }
-
-    /// Program header types.
-    fn segment_types(&self) -> Vec<u32> {
-        let (phoff, phentsize, phnum) = (
-            usize_at(&self.bytes, 0x20),
-            usize::from(u16_at(&self.bytes, 0x36)),
-            usize::from(u16_at(&self.bytes, 0x38)),
-        );
-        (0..phnum)
-            .map(|i| u32_at(&self.bytes, phoff + i * phentsize))
-            .collect()
-    }
-
-    /// Function symbols: (name, address).
-    fn functions(&self) -> Vec<(&str, u64)> {
-        let symtab = self
-            .sections
-            .iter()
-            .find(|s| s.kind == SHT_SYMTAB)
-            .expect("the monitor has a symbol table (it is not stripped)");
-        let strtab = self.sections[symtab.link].offset;
-        (0..symtab.size / 24)
-            .map(|i| symtab.offset + i * 24)
-            .filter(|&s| self.bytes[s + 4] & 0xf == STT_FUNC)
-            .map(|s| {
-                let name = c_str(&self.bytes, strtab + u32_at(&self.bytes, s) as usize);
-                (name, u64_at(&self.bytes, s + 8))
-            })
-            .collect()
-    }
+/// Text symbols: (name, address), from `nm`.
+fn functions() -> Vec<(String, u64)> {
+    binutils("nm", &["--defined-only"])
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [addr, "t" | "T", name] => {
+                Some((name.to_string(), u64::from_str_radix(addr, 16).ok()?))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// `*`-only glob match, as the linker script's section patterns use.
@@ -138,14 +74,17 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 #[test]
 fn the_monitor_is_a_static_pie() {
-    let elf = Elf::read(cloister());
-    assert_eq!(
-        u16_at(&elf.bytes, 0x10),
-        ET_DYN,
+    let headers = binutils("readelf", &["-hlW"]);
+    assert!(
+        headers
+            .lines()
+            .any(|l| l.trim_start().starts_with("Type:") && l.contains("DYN")),
         "not a position-independent executable"
     );
     assert!(
-        !elf.segment_types().contains(&PT_INTERP),
+        !headers
+            .lines()
+            .any(|l| l.trim_start().starts_with("INTERP")),
         "the monitor asks for a dynamic loader: it is not statically linked \
          (is .cargo/config.toml's target and crt-static in effect?)"
     );
@@ -153,15 +92,14 @@ fn the_monitor_is_a_static_pie() {
 
 #[test]
 fn the_functions_a_run_executes_are_placed_first() {
-    let elf = Elf::read(cloister());
-    let hot = elf.section(".text.hot");
-    let text = elf.section(".text");
-    assert!(hot.addr < text.addr, ".text.hot is not ahead of .text");
+    let (hot_addr, hot_size) = section(".text.hot");
+    let (text_addr, text_size) = section(".text");
+    assert!(hot_addr < text_addr, ".text.hot is not ahead of .text");
     assert!(
-        hot.size >= 128 << 10 && hot.size < text.size,
+        hot_size >= 128 << 10 && hot_size < text_size,
         ".text.hot holds {} KiB against .text's {} KiB",
-        hot.size >> 10,
-        text.size >> 10
+        hot_size >> 10,
+        text_size >> 10
     );
 
     // The script's patterns for Rust functions, by their section name's symbol part.
@@ -178,8 +116,8 @@ fn the_functions_a_run_executes_are_placed_first() {
         patterns.len()
     );
 
-    let functions = elf.functions();
-    let in_hot = |addr: u64| (hot.addr..hot.addr + hot.size as u64).contains(&addr);
+    let functions = functions();
+    let in_hot = |addr: u64| (hot_addr..hot_addr + hot_size).contains(&addr);
     // A pattern counts when a function it names lies in .text.hot. (Not every match does:
     // a symbol that aliases another function's code sits wherever that code is.)
     let placed = patterns
