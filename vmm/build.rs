@@ -148,7 +148,7 @@ struct BareMetal {
 /// executes ahead of the rest of `.text`. The kernel maps an executable's cached pages 64
 /// KiB around every fault, so resident text is 64 KiB per window that any executed function
 /// touches: spread over the whole binary, a run of the test guest touched 37 of its 47
-/// windows; gathered, its 630 KiB of executed code fill about 10. `scripts/hot-text.sh`
+/// windows; gathered, about 14. `scripts/hot-text.sh`
 /// writes the script by tracing runs; its patterns leave out symbol hashes, so it stays
 /// valid across rebuilds, and a pattern that no longer matches costs nothing.
 fn hot_text_first(root: &Path) -> Result<(), String> {

@@ -432,9 +432,9 @@ impl std::ops::Deref for Scratch {
 }
 
 /// The launch regions of guest memory `gpa .. gpa + len` (page-aligned) as `mem` holds
-/// it (and then releases it, see [`Scratch`]): runs of all-zero pages (a kernel's room to decompress into, its .bss) go in as ZERO
-/// pages, where the guest sees the same bytes and the firmware need not hash them; the
-/// rest as NORMAL pages.
+/// it, which then releases the range (see [`Scratch`]): runs of all-zero pages (a
+/// kernel's room to decompress into, its .bss) go in as ZERO pages, where the guest sees
+/// the same bytes and the firmware need not hash them; the rest as NORMAL pages.
 pub(crate) fn measured_regions(
     mem: &Scratch,
     gpa: u64,
